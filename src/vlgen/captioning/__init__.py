@@ -1,0 +1,1 @@
+"""Image -> text captioners: CNN-LSTM, BLIP, ViT-GPT2 (one file per family)."""

@@ -1,0 +1,112 @@
+"""Training checkpoints that resume exactly: weights, optimiser, scheduler, RNG streams and loop position.
+
+Layout of `OUT/checkpoints/checkpoint-STEP/`:
+  model.safetensors   trainable state of the unwrapped model (safetensors handles tied weights)
+  optimizer.pt        optimizer.state_dict(), read back with torch.load(weights_only=True)
+  scheduler.pt        scheduler.state_dict(), same
+  rng.json            python `random` and numpy states; torch CPU/CUDA states in rng.safetensors
+  trainer_state.json  global step, epoch, batch position, best metric, history
+A checkpoint is written to `checkpoint-STEP.tmp/` and renamed into place, so a run killed mid-write
+never leaves a half checkpoint that `--resume-from-checkpoint latest` would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlgen.errors import ConfigError
+from vlgen.fileio import atomic_write_text
+
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(ckpt_root: Path) -> list[Path]:
+    if not ckpt_root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_root.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(ref: str, ckpt_root: Path) -> Path | None:
+    """`latest` -> the newest complete checkpoint (None if there is none yet); otherwise a path."""
+    if ref == "latest":
+        ckpts = list_checkpoints(ckpt_root)
+        return ckpts[-1] if ckpts else None
+    path = Path(ref)
+    if not (path / "trainer_state.json").is_file():
+        raise ConfigError(f"--resume-from-checkpoint {ref}: not a checkpoint directory (no trainer_state.json)")
+    return path
+
+
+def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
+    np_state = np.random.get_state()
+    py = random.getstate()
+    meta = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    return meta, tensors
+
+
+def _set_rng_state(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+    py = meta["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(
+    ckpt_root: Path, step: int, model: torch.nn.Module, optimizer, scheduler, state: dict[str, Any]
+) -> Path:
+    from safetensors.torch import save_file, save_model
+
+    final = ckpt_root / f"checkpoint-{step}"
+    tmp = ckpt_root / f"checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    meta, tensors = _rng_state()
+    atomic_write_text(tmp / "rng.json", json.dumps(meta))
+    save_file(tensors, str(tmp / "rng.safetensors"))
+    atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
+    """Restore everything `save_checkpoint` wrote; returns the trainer state."""
+    from safetensors.torch import load_file, load_model
+
+    load_model(model, str(path / "model.safetensors"), strict=True)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
+    _set_rng_state(json.loads((path / "rng.json").read_text()), load_file(str(path / "rng.safetensors")))
+    return json.loads((path / "trainer_state.json").read_text())
+
+
+def rotate_checkpoints(ckpt_root: Path, total_limit: int | None) -> None:
+    """Keep the newest `total_limit` checkpoints (None keeps all)."""
+    if total_limit is None or total_limit <= 0:
+        return
+    for old in list_checkpoints(ckpt_root)[:-total_limit]:
+        shutil.rmtree(old, ignore_errors=True)

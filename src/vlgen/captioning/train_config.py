@@ -1,0 +1,59 @@
+"""`CaptionTrainConfig`: the options of `vlgen train caption` (kept free of heavy imports for the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+SchedulerName = Literal["constant", "linear", "cosine", "cosine_restarts"]
+
+
+@dataclass
+class CaptionTrainConfig:
+    """`vlgen train caption` options. Defaults suit the CNN-LSTM; shipped yaml recipes set the others."""
+
+    model: str = "cnn-lstm"  # family name (new CNN-LSTM / published checkpoint), hub id or directory
+    data: str = ""
+    out: str = ""
+    caption_column: str = "text"
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    epochs: int = 10
+    max_train_steps: int | None = None
+    train_batch_size: int = 32
+    eval_batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    lr_scheduler: SchedulerName = "constant"
+    lr_warmup_steps: int = 0
+    restart_epochs: int = 1  # T_0 of CosineAnnealingWarmRestarts, in epochs
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    max_length: int = 40
+    seed: int = 42
+    checkpointing_steps: int | None = None  # None: one checkpoint at the end of every epoch
+    checkpoints_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint directory
+    early_stopping_patience: int | None = None  # epochs without improvement of the best metric
+    metric_for_best_model: str = "CIDEr+BLEU-4"  # or "loss", or any single metric name
+    num_beams: int = 1  # decoding for the validation metric
+    max_new_tokens: int = 30
+    report_to: Literal["none", "tensorboard"] = "none"
+    num_workers: int = 0
+    cpu: bool = False  # force CPU even when a GPU is present
+    # New CNN-LSTM only (ignored when fine-tuning a checkpoint)
+    encoder: str = "resnet50"
+    encoder_weights: str = "default"
+    freeze_encoder: bool = True
+    attention: bool = False
+    image_size: int = 224
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    attention_dim: int = 256
+    dropout: float = 0.3
+    alpha_c: float = 1.0
+    min_count: int = 1
+    cache_features: bool = True
+    cache_dir: str | None = None

@@ -1,0 +1,415 @@
+"""One trainer for every captioner family, on Accelerate.
+
+The loop is written out rather than hidden in `transformers.Trainer` because it must resume *exactly*:
+the data order of epoch e is a permutation seeded by (seed, e), the position inside the epoch is saved
+with each checkpoint, and so are the optimiser, scheduler and every RNG stream. A run killed with SIGKILL
+and resumed from its last checkpoint therefore ends with the same weights, bit for bit on CPU, as a run
+that was never interrupted (tests/captioning/test_trainer.py kills one to check).
+
+Steps count optimiser updates. With N processes (`accelerate launch`), a global batch of
+train_batch_size * N samples is split into N contiguous shards; gradients are averaged by DDP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import shutil
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlgen.captioning.base import Captioner
+from vlgen.captioning.train_config import CaptionTrainConfig
+from vlgen.captioning.checkpointing import (
+    list_checkpoints,
+    load_checkpoint,
+    resolve_resume,
+    rotate_checkpoints,
+    save_checkpoint,
+)
+from vlgen.config import save_config
+from vlgen.data.images import load_image
+from vlgen.data.records import Record, load_records
+from vlgen.errors import ConfigError
+from vlgen.fileio import write_json, write_jsonl
+
+def check_config(cfg: CaptionTrainConfig) -> None:
+    """Fail before any work starts, naming the option and value."""
+    if not cfg.data:
+        raise ConfigError("--data is required: an imagefolder dataset directory")
+    if not Path(cfg.data).is_dir():
+        raise ConfigError(f"--data {cfg.data}: no such directory")
+    if not cfg.out:
+        raise ConfigError("--out is required")
+    for name in ("epochs", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_length"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.learning_rate <= 0:
+        raise ConfigError(f"--learning-rate must be positive, got {cfg.learning_rate}")
+    if cfg.checkpointing_steps is not None and cfg.checkpointing_steps < 1:
+        raise ConfigError(f"--checkpointing-steps must be at least 1, got {cfg.checkpointing_steps}")
+    if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
+        raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on CPU")
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class Sample:
+    image: int  # index into the image list
+    caption: str
+
+
+def training_samples(records: Sequence[Record]) -> list[Sample]:
+    """One sample per (image, reference caption): Flickr8k's 5 captions per image give 5 samples."""
+    return [Sample(i, c) for i, r in enumerate(records) for c in r.captions]
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The sample order of one epoch: a permutation seeded by (seed, epoch), cut into global batches."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def build_scheduler(cfg: CaptionTrainConfig, optimizer, total_steps: int, steps_per_epoch: int):
+    from transformers import get_scheduler
+
+    if cfg.lr_scheduler == "cosine_restarts":
+        # Stepped once per optimiser step, so T_0 is in steps.
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=max(1, cfg.restart_epochs * steps_per_epoch)
+        )
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=total_steps)
+
+
+# ----------------------------------------------------------------------------------------------- model
+def build_captioner(cfg: CaptionTrainConfig, train_records: Sequence[Record]) -> Captioner:
+    from vlgen.captioning.registry import create_captioner, load_captioner
+
+    if cfg.model == "cnn-lstm":
+        return create_captioner(
+            "cnn-lstm",
+            captions=[c for r in train_records for c in r.captions],
+            min_count=cfg.min_count,
+            encoder=cfg.encoder,
+            encoder_weights=cfg.encoder_weights,
+            freeze_encoder=cfg.freeze_encoder,
+            attention=cfg.attention,
+            image_size=cfg.image_size,
+            embed_dim=cfg.embed_dim,
+            hidden_dim=cfg.hidden_dim,
+            attention_dim=cfg.attention_dim,
+            dropout=cfg.dropout,
+            alpha_c=cfg.alpha_c,
+            max_length=cfg.max_length,
+        )
+    return load_captioner(cfg.model)
+
+
+def validation_metric(predictions: list[str], references: list[list[str]], name: str) -> dict[str, float]:
+    """CIDEr/BLEU-4 etc. through vlgen.metrics (pycocoevalcap); {} when the metric can't run here."""
+    try:
+        from vlgen.metrics.text import coco_caption_scores
+    except ImportError:
+        return {}
+    return coco_caption_scores(predictions, references)
+
+
+def best_score(metrics: dict[str, float], name: str, val_loss: float | None) -> float | None:
+    """Higher is better: '-loss' for loss, the sum for 'A+B'."""
+    if name == "loss":
+        return None if val_loss is None else -val_loss
+    parts = name.split("+")
+    if not all(p in metrics for p in parts):
+        return None if val_loss is None else -val_loss  # metric unavailable (e.g. no Java): fall back to loss
+    return float(sum(metrics[p] for p in parts))
+
+
+# ----------------------------------------------------------------------------------------------- trainer
+class CaptionTrainer:
+    def __init__(self, cfg: CaptionTrainConfig) -> None:
+        check_config(cfg)
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.ckpt_root = self.out / "checkpoints"
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            cpu=cfg.cpu,
+            log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
+            project_dir=str(self.out),
+        )
+        self.train_records = load_records(cfg.data, split=cfg.train_split, caption_column=cfg.caption_column)
+        self.val_records = (
+            load_records(cfg.data, split=cfg.validation_split, caption_column=cfg.caption_column)
+            if cfg.validation_split
+            else []
+        )
+
+    # -- helpers
+    def _log(self, msg: str) -> None:
+        if self.accelerator.is_main_process:
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False, soft_wrap=True).print(msg)
+
+    def _features(self, records: Sequence[Record], what: str) -> torch.Tensor | None:
+        cap = self.captioner
+        if not (self.cfg.cache_features and getattr(cap, "supports_feature_cache", False)):
+            return None
+        from vlgen.captioning.feature_cache import cached_features
+
+        paths = [r.path for r in records]
+        feats, hit = cached_features(
+            paths,
+            cap.feature_cache_key(),
+            lambda batch: cap.encode_images([load_image(p) for p in batch]),
+            batch_size=self.cfg.eval_batch_size,
+            cache_dir=self.cfg.cache_dir,
+            description=f"caching {what} features",
+        )
+        self._log(f"{what} features: {'read from cache' if hit else 'computed and cached'} {tuple(feats.shape)}")
+        return feats
+
+    def _collate(self, idx: list[int], samples: list[Sample], feats: torch.Tensor | None) -> dict:
+        caps = [samples[i].caption for i in idx]
+        imgs = [samples[i].image for i in idx]
+        if feats is not None:
+            return self.captioner.collate_features(feats[imgs], caps, self.cfg.max_length)
+        return self.captioner.collate([load_image(self.train_records[i].path) for i in imgs], caps, self.cfg.max_length)
+
+    @torch.no_grad()
+    def evaluate(self, epoch: int) -> dict[str, Any]:
+        """Validation loss (first reference of each image) and the caption metrics on greedy/beam output."""
+        cap, cfg = self.captioner, self.cfg
+        if not self.val_records:
+            return {}
+        cap.model.eval()
+        losses, preds = [], []
+        for i in range(0, len(self.val_records), cfg.eval_batch_size):
+            recs = self.val_records[i : i + cfg.eval_batch_size]
+            caps = [r.captions[0] for r in recs]
+            if self.val_feats is not None:
+                f = self.val_feats[i : i + len(recs)].to(cap.device)
+                batch = cap.collate_features(f, caps, cfg.max_length)
+                preds += cap.generate_from_features(f, num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens)
+            else:
+                images = [load_image(r.path) for r in recs]
+                batch = cap.collate(images, caps, cfg.max_length)
+                preds += cap.generate(images, num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens)
+            batch = {k: v.to(cap.device) for k, v in batch.items()}
+            with self.accelerator.autocast():
+                losses.append(cap.loss(batch).item() * len(recs))
+        cap.model.train()
+        val_loss = sum(losses) / len(self.val_records)
+        metrics = validation_metric(preds, [r.captions for r in self.val_records], cfg.metric_for_best_model)
+        write_jsonl(
+            self.out / "validation_predictions.jsonl",
+            [
+                {"file_name": r.file_name, "prediction": p, "references": r.captions, "epoch": epoch}
+                for r, p in zip(self.val_records, preds, strict=True)
+            ],
+        )
+        return {"val_loss": val_loss, **metrics}
+
+    def _write_curves(self, history: list[dict]) -> None:
+        if not history or not self.accelerator.is_main_process:
+            return
+        keys = list(dict.fromkeys(k for row in history for k in row))
+        tmp = self.out / ".history.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(history)
+        tmp.replace(self.out / "history.csv")
+        from vlgen.report.curves import plot_learning_curves
+
+        plot_learning_curves(history, self.out / "curves.png")
+
+    # -- the loop
+    def train(self) -> dict[str, Any]:
+        cfg, acc = self.cfg, self.accelerator
+        t_start = time.perf_counter()
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.captioner = build_captioner(cfg, self.train_records)
+        cap = self.captioner
+        cap.to(acc.device)
+        if cfg.gradient_checkpointing and not cap.enable_gradient_checkpointing():
+            self._log(f"[yellow]gradient checkpointing is not supported by {cap.family}; training without it[/]")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            save_config(cfg, self.out)
+
+        samples = training_samples(self.train_records)
+        train_feats = self._features(self.train_records, "train")
+        self.val_feats = self._features(self.val_records, "validation") if self.val_records else None
+
+        world = acc.num_processes
+        global_batch = cfg.train_batch_size * world
+        n_batches = math.ceil(len(samples) / global_batch)
+        steps_per_epoch = math.ceil(n_batches / cfg.gradient_accumulation_steps)
+        total_steps = cfg.max_train_steps or cfg.epochs * steps_per_epoch
+        epochs = math.ceil(total_steps / steps_per_epoch)
+
+        params = cap.trainable_parameters()
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]  # biases and norms: no weight decay (as in BERT/BLIP)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.learning_rate,
+        )
+        scheduler = build_scheduler(cfg, optimizer, total_steps, steps_per_epoch)
+        model, optimizer = acc.prepare(cap.model, optimizer)
+        raw_model = acc.unwrap_model(model)
+
+        state: dict[str, Any] = {
+            "global_step": 0,
+            "epoch": 0,
+            "batch_in_epoch": 0,
+            "best_score": None,
+            "best_step": None,
+            "epochs_without_improvement": 0,
+            "history": [],
+        }
+        if cfg.resume_from_checkpoint:
+            ckpt = resolve_resume(cfg.resume_from_checkpoint, self.ckpt_root)
+            if ckpt is None:
+                self._log("no checkpoint to resume from yet: starting from scratch")
+            else:
+                state = load_checkpoint(ckpt, raw_model, optimizer, scheduler)
+                self._log(f"resumed from {ckpt} (step {state['global_step']}, epoch {state['epoch']})")
+        if cfg.report_to == "tensorboard":
+            acc.init_trackers("vlgen-caption")
+
+        from vlgen.progress import make_progress
+
+        model.train()
+        stop = False
+        running: list[float] = []
+        with make_progress() as progress:
+            task = progress.add_task("training", total=total_steps, completed=state["global_step"])
+            for epoch in range(state["epoch"], epochs):
+                batches = epoch_batches(len(samples), global_batch, cfg.seed, epoch)
+                start = state["batch_in_epoch"] if epoch == state["epoch"] else 0
+                for b in range(start, len(batches)):
+                    shard = batches[b][acc.process_index :: world] or batches[b][:1]
+                    batch = {k: v.to(acc.device) for k, v in self._collate(shard, samples, train_feats).items()}
+                    last_micro = (b + 1) % cfg.gradient_accumulation_steps == 0 or b + 1 == len(batches)
+                    ctx = acc.no_sync(model) if not last_micro else contextlib.nullcontext()
+                    with ctx, acc.autocast():
+                        loss = cap.loss(batch) / cfg.gradient_accumulation_steps
+                        acc.backward(loss)
+                    running.append(loss.item() * cfg.gradient_accumulation_steps)
+                    if not last_micro:
+                        continue
+                    if cfg.max_grad_norm:
+                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state["global_step"] += 1
+                    state["epoch"], state["batch_in_epoch"] = epoch, b + 1
+                    step = state["global_step"]
+                    train_loss = sum(running) / len(running)
+                    running = []
+                    lr = scheduler.get_last_lr()[0]
+                    state["history"].append({"step": step, "epoch": epoch + (b + 1) / len(batches), "train_loss": train_loss, "lr": lr})
+                    acc.log({"train/loss": train_loss, "train/lr": lr}, step=step)
+                    progress.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f}")
+                    end_of_epoch = b + 1 == len(batches)
+                    if end_of_epoch:
+                        stop = self._end_of_epoch(epoch, state, raw_model)
+                    if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0 or (
+                        cfg.checkpointing_steps is None and end_of_epoch
+                    ):
+                        self._checkpoint(step, raw_model, optimizer, scheduler, state)
+                    if step >= total_steps or stop:
+                        stop = True
+                        break
+                if stop:
+                    break
+                state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+
+        acc.wait_for_everyone()
+        summary: dict[str, Any] = {}
+        if acc.is_main_process:
+            self._save_model("last")
+            if not (self.out / "best").exists():  # no validation split: the last model is the best we know
+                self._save_model("best")
+            self._write_curves(state["history"])
+            summary = {
+                "steps": state["global_step"],
+                "epochs": state["epoch"] + (1 if state["batch_in_epoch"] else 0),
+                "best_step": state["best_step"],
+                "best_score": state["best_score"],
+                "metric_for_best_model": cfg.metric_for_best_model,
+                "seconds": round(time.perf_counter() - t_start, 2),
+                "final_train_loss": next((h["train_loss"] for h in reversed(state["history"]) if "train_loss" in h), None),
+                "last_validation": next((h for h in reversed(state["history"]) if "val_loss" in h), None),
+            }
+            write_json(self.out / "train_summary.json", summary)
+        acc.end_training()
+        return summary
+
+    def _end_of_epoch(self, epoch: int, state: dict, raw_model) -> bool:
+        """Validate, keep the best model, decide on early stopping. Returns True to stop."""
+        cfg = self.cfg
+        if not self.val_records:
+            return False
+        if not self.accelerator.is_main_process:
+            return False
+        val = self.evaluate(epoch)
+        row = {"step": state["global_step"], "epoch": epoch + 1, **val}
+        state["history"].append(row)
+        self.accelerator.log({f"val/{k}": v for k, v in val.items()}, step=state["global_step"])
+        score = best_score(val, cfg.metric_for_best_model, val.get("val_loss"))
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items())
+        self._log(f"epoch {epoch + 1}: {shown}")
+        if score is not None and (state["best_score"] is None or score > state["best_score"]):
+            state["best_score"], state["best_step"] = score, state["global_step"]
+            state["epochs_without_improvement"] = 0
+            self._save_model("best")
+        else:
+            state["epochs_without_improvement"] += 1
+        self._write_curves(state["history"])
+        patience = cfg.early_stopping_patience
+        if patience is not None and state["epochs_without_improvement"] >= patience:
+            self._log(f"early stopping: no improvement of {cfg.metric_for_best_model} for {patience} epochs")
+            return True
+        return False
+
+    def _save_model(self, name: str) -> Path:
+        """Save the captioner to OUT/name atomically (written beside, then swapped in)."""
+        final, tmp = self.out / name, self.out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.captioner.save(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return final
+
+    def _checkpoint(self, step: int, raw_model, optimizer, scheduler, state: dict) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        save_checkpoint(self.ckpt_root, step, raw_model, optimizer, scheduler, state)
+        rotate_checkpoints(self.ckpt_root, self.cfg.checkpoints_total_limit)
+
+
+def train_captioner(cfg: CaptionTrainConfig) -> dict[str, Any]:
+    """Library entry point behind `vlgen train caption`."""
+    return CaptionTrainer(cfg).train()
+
+
+__all__ = ["CaptionTrainConfig", "CaptionTrainer", "list_checkpoints", "train_captioner"]

@@ -1,0 +1,147 @@
+"""`vlgen evaluate ...`: score captions/prompts and compare two runs (thin wrappers over vlgen.metrics/report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from vlgen.cli._console import err, out
+from vlgen.errors import ConfigError
+
+app = typer.Typer(help="Score captions or prompts (coco-caption, sacreBLEU, ROUGE, BERTScore, ...).", no_args_is_help=True)
+
+_METRICS_HELP = "Comma-separated groups: coco, spice, sacrebleu, rouge, bertscore, combined, prompt_similarity, or all."
+
+
+def _weights(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--combined-weights must be two numbers 'W_BERT,W_BLEU', got {text!r}") from None
+    return a, b
+
+
+def _score_file(pred: Path, *, data, split, caption_column, metrics, bertscore_model, bertscore_layers, weights, device):
+    from vlgen.metrics import compute_caption_metrics, parse_metrics
+    from vlgen.report.predictions import read_predictions
+
+    groups = parse_metrics(metrics)  # before reading: a typo in --metrics should not wait for a big file
+    items = read_predictions(pred, data_dir=data, split=split, caption_column=caption_column)
+    scores = compute_caption_metrics(
+        [it.prediction for it in items],
+        [it.references for it in items],
+        metrics=groups,
+        bertscore_model=bertscore_model,
+        bertscore_num_layers=bertscore_layers,
+        combined_weights=weights,
+        device=device,
+        progress=True,
+    )
+    scores.settings["input"] = str(pred)
+    if data is not None:
+        scores.settings["data"] = {"dir": str(data), "split": split, "caption_column": caption_column}
+    return items, scores
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+@app.command("captions")
+def captions(
+    pred: Path = typer.Argument(..., help="Predictions JSONL: 'prediction' + 'references' per line, or with --data "
+                                "'file_name' + 'caption' (as `vlgen caption` writes)."),
+    data: Path | None = typer.Option(None, "--data", help="Dataset folder (imagefolder) to take references from."),
+    split: str | None = typer.Option(None, "--split", help="Only join to this split of --data (e.g. test)."),
+    caption_column: str = typer.Option("text", "--caption-column", help="Reference column in --data's metadata."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object to stdout instead of a table."),
+    metrics: str = typer.Option("all", "--metrics", help=_METRICS_HELP),
+    bertscore_model: str | None = typer.Option(
+        None, "--bertscore-model", help="Local dir or hub id; default roberta-large if available, else packaged MiniLM."
+    ),
+    bertscore_layers: int | None = typer.Option(None, "--bertscore-layers", help="Layer to use (default: per model)."),
+    combined_weights: str = typer.Option("0.65,0.35", "--combined-weights", help="W_BERT,W_BLEU for `combined`."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Write metrics.json, per-item scores, examples, report.html."),
+    rank_by: str | None = typer.Option(None, "--rank-by", help="Metric for best/worst examples (default combined)."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="How many best and worst examples."),
+    device: str = typer.Option("cpu", "--device", help="Device for BERTScore / sentence embeddings."),
+) -> None:
+    """Score predictions against references: BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE, sacreBLEU, ROUGE-1/2,
+    BERTScore, combined (0.65 BERTScore + 0.35 BLEU-4) and prompt similarity."""
+    items, scores = _score_file(
+        pred, data=data, split=split, caption_column=caption_column, metrics=metrics, bertscore_model=bertscore_model,
+        bertscore_layers=bertscore_layers, weights=_weights(combined_weights), device=device,
+    )  # fmt: skip
+    if out_dir is not None:
+        from vlgen.report.captions import write_caption_report
+
+        files = write_caption_report(out_dir, items, scores, rank_by=rank_by, k=top_k, source=str(pred))
+        err.print(f"wrote {files['report']} (and metrics.json, per_item.jsonl, examples, lengths.png)")
+    if json_:
+        out.print(json.dumps(scores.to_json(), ensure_ascii=False), markup=False, highlight=False)
+        return
+    table = Table(title=f"{pred.name}: {scores.n} items")
+    table.add_column("metric")
+    table.add_column("score", justify="right")
+    table.add_column("note", style="dim")
+    unavailable = scores.settings.get("unavailable", {})
+    for key, value in scores.to_json().items():
+        if key not in ("n", "settings"):
+            table.add_row(key, _fmt(value), "" if value is not None else unavailable.get(key, ""))
+    out.print(table)
+    bs = scores.settings.get("bertscore")
+    if bs:
+        out.print(f"BERTScore model: {bs['name']} (layer {bs['num_layers']}, {bs['source']})", markup=False)
+
+
+@app.command("compare")
+def compare(
+    a: Path = typer.Argument(..., help="Baseline: a metrics.json, or a predictions JSONL to score."),
+    b: Path = typer.Argument(..., help="Candidate (e.g. fine-tuned): a metrics.json, or a predictions JSONL."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object to stdout instead of a table."),
+    data: Path | None = typer.Option(None, "--data", help="Dataset folder for predictions given as file_name+caption."),
+    split: str | None = typer.Option(None, "--split", help="Only join to this split of --data."),
+    caption_column: str = typer.Option("text", "--caption-column"),
+    metrics: str = typer.Option("all", "--metrics", help=_METRICS_HELP),
+    bertscore_model: str | None = typer.Option(None, "--bertscore-model"),
+    bertscore_layers: int | None = typer.Option(None, "--bertscore-layers"),
+    combined_weights: str = typer.Option("0.65,0.35", "--combined-weights"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Each metric for A and B, the change and the relative change (as in the write-ups' Table 1)."""
+    from vlgen.metrics import METRIC_KEYS, compare_scores
+    from vlgen.report.predictions import read_metrics_json
+
+    sides = []
+    for path in (a, b):
+        loaded = read_metrics_json(path)
+        if loaded is None:
+            _, scores = _score_file(
+                path, data=data, split=split, caption_column=caption_column, metrics=metrics,
+                bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
+                weights=_weights(combined_weights), device=device,
+            )  # fmt: skip
+            loaded = scores.to_json()
+        sides.append(loaded)
+    for key in ("BERTScore",):  # scores from different BERTScore models are not comparable: say so
+        ma, mb = (s.get("settings", {}).get("bertscore", {}).get("name") for s in sides)
+        if ma and mb and ma != mb:
+            err.print(f"warning: {key} of A used {ma}, of B {mb}; their {key} values are not comparable")
+    rows = compare_scores(sides[0], sides[1], keys=[*METRIC_KEYS, "n"])
+    if json_:
+        obj = {"a": str(a), "b": str(b), "metrics": rows}
+        out.print(json.dumps(obj, ensure_ascii=False), markup=False, highlight=False)
+        return
+    table = Table(title=f"A = {a.name}   B = {b.name}")
+    for name in ("metric", "A", "B", "change", "relative"):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    for r in rows:
+        if r["a"] is None and r["b"] is None:
+            continue
+        rel = "-" if r["relative_change"] is None else f"{r['relative_change']:+.0%}"
+        change = "-" if r["change"] is None else f"{r['change']:+.4f}"
+        table.add_row(r["metric"], _fmt(r["a"]), _fmt(r["b"]), change, rel)
+    out.print(table)

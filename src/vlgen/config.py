@@ -1,0 +1,166 @@
+"""Config as dataclasses, layered defaults -> yaml -> CLI, with the resolved config saved next to outputs.
+
+Each command owns one dataclass whose field defaults are written once, there. `resolve_config` starts from
+those defaults, applies a yaml file (unknown keys are an error naming the key and the file), then the CLI
+options the user actually gave (`None` means "not given"). `save_config` writes the result as yaml beside
+the outputs (`config.yaml`), so every run can be reproduced with `--config OUT/config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from vlgen.errors import ConfigError
+from vlgen.fileio import atomic_write_text
+
+T = TypeVar("T")
+
+RESOLVED_CONFIG_NAME = "config.yaml"
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a yaml value to the field's declared type; errors name the key and value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # yaml reads "1e-4" (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise ConfigError(f"{where}: expected a path, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type[T], data: dict, where: str) -> T:
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid yaml ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return data
+
+
+def resolve_config(cls: type[T], config_file: str | Path | None = None, overrides: dict | None = None) -> T:
+    """defaults -> yaml (if given) -> overrides whose value is not None."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        data.update({k.replace("-", "_"): v for k, v in load_yaml(config_file).items()})
+        cfg = _from_dict(cls, data, str(config_file))
+    else:
+        cfg = cls()
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        hints = _field_types(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        for k in given:
+            if k not in names:
+                raise ConfigError(f"unknown option {k!r} for {cls.__name__}")
+        given = {k: _coerce(v, hints[k], f"--{k.replace('_', '-')}") for k, v in given.items()}
+        try:
+            cfg = dataclasses.replace(cfg, **given)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def save_config(cfg: Any, out_dir: str | Path, name: str = RESOLVED_CONFIG_NAME) -> Path:
+    """Write the resolved config as yaml next to a run's outputs (atomically)."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+    return atomic_write_text(Path(out_dir) / name, text)

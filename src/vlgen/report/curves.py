@@ -1,0 +1,47 @@
+"""Learning curves (train/validation loss and validation metrics against steps) as a PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def plot_learning_curves(history: Sequence[dict], path: str | Path, title: str = "learning curves") -> Path:
+    """`history` rows as the trainers write them: `step` plus `train_loss`, `val_loss` and metric columns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h]
+    val = [h for h in history if "val_loss" in h]
+    metric_keys = [k for k in dict.fromkeys(k for h in val for k in h) if k not in {"step", "epoch", "val_loss"}]
+    ncols = 2 if metric_keys else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
+    ax = axes[0][0]
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", alpha=0.8)
+    if val:
+        ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "o-", label="validation loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if metric_keys:
+        ax2 = axes[0][1]
+        for k in metric_keys:
+            pts = [(h["step"], h[k]) for h in val if isinstance(h.get(k), (int, float))]
+            if pts:
+                ax2.plot(*zip(*pts, strict=True), "o-", label=k)
+        ax2.set_xlabel("optimiser step")
+        ax2.set_title("validation metrics")
+        ax2.grid(alpha=0.3)
+        ax2.legend()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

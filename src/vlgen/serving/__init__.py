@@ -1,0 +1,1 @@
+"""vlgen.serving (see README layout)."""

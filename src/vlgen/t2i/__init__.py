@@ -1,0 +1,1 @@
+"""vlgen.t2i (see README layout)."""

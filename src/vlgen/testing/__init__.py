@@ -1,0 +1,80 @@
+"""Tiny random models of the real classes, for tests, benchmarks and the offline demo.
+
+`build_tiny(name, out, seed)` writes a directory that the normal loading code reads exactly like a
+downloaded checkpoint (`resolve_model(out)` -> `from_pretrained(path)`): same classes, same config schema,
+same file layout, same special-token conventions - only the widths are toy-sized and the weights random.
+The way diffusers and transformers test themselves, without any network access.
+
+Same `seed` -> byte-identical files (weights and tokenizer); a different seed -> different weights.
+Importing this package is cheap: torch/transformers/diffusers are imported when a builder runs.
+
+    name        what (stand-in for)
+    blip        BlipForConditionalGeneration + BlipProcessor      (Salesforce/blip-image-captioning-base)
+    vit-gpt2    VisionEncoderDecoderModel + ViT proc. + GPT-2 tok (nlconnect/vit-gpt2-image-captioning)
+    sdxl        StableDiffusionXLPipeline                         (stabilityai/stable-diffusion-xl-base-1.0)
+    sdxl-vae    AutoencoderKL for `vae=`                          (madebyollin/sdxl-vae-fp16-fix)
+    clip        CLIPModel + CLIPProcessor                         (openai/clip-vit-large-patch14)
+    dino        ViTModel without pooler + ViTImageProcessor       (facebook/dino-vits16)
+    cnn-lstm    vlgen's own CNN-LSTM captioner                    (vlgen.captioning.cnn_lstm)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from vlgen.errors import VlgenError
+from vlgen.testing._common import MARKER, file_digests, seeded, write_model_dir
+from vlgen.testing.blip import build_tiny_blip
+from vlgen.testing.clip import build_tiny_clip
+from vlgen.testing.dino import build_tiny_dino
+from vlgen.testing.sdxl import build_tiny_sdxl, build_tiny_sdxl_vae
+from vlgen.testing.vit_gpt2 import build_tiny_vit_gpt2
+
+
+def build_tiny_cnn_lstm(out: str | os.PathLike, seed: int = 0) -> Path:
+    """vlgen's CNN-LSTM captioner; the builder lives with the model in `vlgen.captioning.cnn_lstm`."""
+    try:
+        from vlgen.captioning.cnn_lstm import build_tiny_cnn_lstm as build
+    except ImportError as e:
+        raise VlgenError(f"tiny model 'cnn-lstm' is unavailable: vlgen.captioning.cnn_lstm won't import ({e})") from e
+
+    def write(tmp: Path) -> None:
+        with seeded(seed):  # its torch.manual_seed must not leak into the caller's RNG state
+            build(tmp, seed=seed)
+
+    return write_model_dir(out, "cnn-lstm", seed, write)
+
+
+TINY_BUILDERS: dict[str, Callable[..., Path]] = {
+    "blip": build_tiny_blip,
+    "vit-gpt2": build_tiny_vit_gpt2,
+    "sdxl": build_tiny_sdxl,
+    "sdxl-vae": build_tiny_sdxl_vae,
+    "clip": build_tiny_clip,
+    "dino": build_tiny_dino,
+    "cnn-lstm": build_tiny_cnn_lstm,
+}
+
+
+def build_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
+    """Build tiny model `name` (a key of TINY_BUILDERS) into directory `out`; returns its absolute path."""
+    if name not in TINY_BUILDERS:
+        raise VlgenError(f"unknown tiny model '{name}'; valid names: {', '.join(TINY_BUILDERS)}")
+    return TINY_BUILDERS[name](out, seed=seed)
+
+
+__all__ = [
+    "MARKER",
+    "TINY_BUILDERS",
+    "build_tiny",
+    "build_tiny_blip",
+    "build_tiny_clip",
+    "build_tiny_cnn_lstm",
+    "build_tiny_dino",
+    "build_tiny_sdxl",
+    "build_tiny_sdxl_vae",
+    "build_tiny_vit_gpt2",
+    "file_digests",
+]

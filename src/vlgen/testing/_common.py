@@ -1,0 +1,85 @@
+"""What every tiny builder shares: seeding without side effects, and an atomic model directory.
+
+A builder writes into a fresh temporary directory next to `out` and renames it into place only when
+everything was saved, so an interrupted build never leaves a half-written model that `from_pretrained`
+would half-load. A `vlgen_tiny.json` marker records what was built; only a directory carrying it (or an
+empty one) is ever replaced, so `vlgen tiny blip ~/important` cannot wipe a user's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vlgen.errors import VlgenError
+from vlgen.fileio import write_json
+
+MARKER = "vlgen_tiny.json"
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """`torch.manual_seed(seed)` inside, the caller's global RNG state restored afterwards."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def write_model_dir(out: str | os.PathLike, name: str, seed: int, build: Callable[[Path], None]) -> Path:
+    """Run `build(tmp_dir)` and move the result to `out` atomically. Returns the absolute `out`."""
+    out = Path(out).expanduser().absolute()
+    if out.exists():
+        if not out.is_dir():
+            raise VlgenError(f"output '{out}' is a file; expected a directory for tiny model '{name}'")
+        if any(out.iterdir()) and not (out / MARKER).is_file():
+            raise VlgenError(
+                f"output directory '{out}' is not empty and was not written by `vlgen tiny`; choose a new directory"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        build(tmp)
+        write_json(tmp / MARKER, {"name": name, "seed": seed, "random_weights": True})
+        _normalise_permissions(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _normalise_permissions(root: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600 entries; give the model the modes a plain `mkdir`/`open` would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def component_seed(seed: int, index: int) -> int:
+    """A distinct seed per component of a multi-part model (unet=0, vae=1, ...).
+
+    Seeding each part separately means changing one part's config does not shift the others' weights, and
+    the standalone tiny VAE (`sdxl-vae`) never equals the pipeline's own VAE for any pair of seeds.
+    """
+    return seed * 16 + index
+
+
+def file_digests(root: str | os.PathLike) -> dict[str, str]:
+    """{relative path: sha256} of every file under `root`: equal dicts mean byte-identical directories."""
+    import hashlib
+
+    root = Path(root)
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -1,0 +1,115 @@
+"""The published architectures (BLIP-base, ViT-GPT2, SDXL base) built from their real config files,
+with random weights - on the meta device (shapes only, no memory) or on CPU.
+
+The configs in `configs/` are copies of the hub repos' config.json files (each names its source in
+`_source`). Slow tests use them to check that code written against the tiny models also fits the real
+shapes: SDXL's prompt embeddings are 768 + 1280 = 2048 wide, its pooled embedding (1280) plus 6 time ids
+x 256 make the 2816 inputs of `add_embedding`, and 128x128 latents come back as 128x128 noise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlgen.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+PUBLISHED_MODELS: dict[str, str] = {  # name -> the checkpoint whose config it is
+    "blip-base": "Salesforce/blip-image-captioning-base",
+    "vit-gpt2": "nlconnect/vit-gpt2-image-captioning",
+    "sdxl-base/unet": "stabilityai/stable-diffusion-xl-base-1.0",
+    "sdxl-base/vae": "stabilityai/stable-diffusion-xl-base-1.0",
+    "sdxl-base/text_encoder": "stabilityai/stable-diffusion-xl-base-1.0",
+    "sdxl-base/text_encoder_2": "stabilityai/stable-diffusion-xl-base-1.0",
+    "sdxl-base/scheduler": "stabilityai/stable-diffusion-xl-base-1.0",
+}
+
+
+def published_config(name: str) -> dict[str, Any]:
+    """The stored config of `name` (see PUBLISHED_MODELS), without our `_source` note."""
+    if name not in PUBLISHED_MODELS:
+        raise ConfigError(f"unknown published config '{name}'; known: {', '.join(PUBLISHED_MODELS)}")
+    config = json.loads((CONFIG_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    config.pop("_source", None)
+    return config
+
+
+def _transformers_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in ("architectures", "model_type")}
+
+
+def published_model(name: str, device: str | torch.device = "meta") -> Any:
+    """A randomly initialised model of the published architecture `name`, created on `device`.
+
+    On "meta" nothing is allocated or initialised (instant, any size); forward passes on meta tensors
+    propagate shapes and dtypes only. On "cpu" the weights are random (seed with `torch.manual_seed`).
+    The scheduler has no weights and ignores `device`.
+    """
+    import torch
+
+    config = published_config(name)
+    if name == "sdxl-base/scheduler":
+        from diffusers import EulerDiscreteScheduler
+
+        return EulerDiscreteScheduler.from_config(config)
+    with torch.device(device):
+        if name == "blip-base":
+            from transformers import BlipConfig, BlipForConditionalGeneration
+
+            return BlipForConditionalGeneration(BlipConfig(**_transformers_kwargs(config))).eval()
+        if name == "vit-gpt2":
+            from transformers import GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
+
+            encoder = ViTConfig(**_transformers_kwargs(config.pop("encoder")))
+            decoder = GPT2Config(**_transformers_kwargs(config.pop("decoder")))
+            ved = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+            for key in ("bos_token_id", "decoder_start_token_id", "eos_token_id", "pad_token_id"):
+                setattr(ved, key, config[key])
+            model = VisionEncoderDecoderModel(config=ved).eval()
+            gen = model.generation_config
+            gen.bos_token_id = gen.decoder_start_token_id = gen.eos_token_id = gen.pad_token_id = config["eos_token_id"]
+            return model
+        if name == "sdxl-base/unet":
+            from diffusers import UNet2DConditionModel
+
+            return UNet2DConditionModel.from_config(config).eval()
+        if name == "sdxl-base/vae":
+            from diffusers import AutoencoderKL
+
+            return AutoencoderKL.from_config(config).eval()
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+        cls = CLIPTextModel if name == "sdxl-base/text_encoder" else CLIPTextModelWithProjection
+        return cls(CLIPTextConfig(**_transformers_kwargs(config))).eval()
+
+
+def published_sdxl_pipeline(device: str | torch.device = "meta") -> StableDiffusionXLPipeline:
+    """SDXL base's five published components in a `StableDiffusionXLPipeline`, random weights on `device`.
+
+    The real CLIP BPE vocab (49,408 tokens) is not available offline, so the two tokenizers are the tiny
+    ones from `vlgen.testing.clip`: their ids are valid inputs of the real-size text encoders, and every
+    shape downstream of the tokenizer is the real one.
+    """
+    from diffusers import StableDiffusionXLPipeline
+
+    from vlgen.testing.clip import clip_tokenizer
+
+    pipe = StableDiffusionXLPipeline(
+        vae=published_model("sdxl-base/vae", device),
+        text_encoder=published_model("sdxl-base/text_encoder", device),
+        text_encoder_2=published_model("sdxl-base/text_encoder_2", device),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(pad_token="!"),
+        unet=published_model("sdxl-base/unet", device),
+        scheduler=published_model("sdxl-base/scheduler"),
+        add_watermarker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,59 @@
+"""Shared fixtures. Kept minimal: each tiny model is built once per session, lazily (only if a test asks).
+
+The directories are what `vlgen tiny NAME OUT` writes; load them through the normal path
+(`resolve_model(dir)` -> `from_pretrained`). Treat them as read-only: other tests share them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    from vlgen.testing import build_tiny
+
+    return build_tiny(name, tmp_path_factory.mktemp("tiny") / name, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """BlipForConditionalGeneration + BlipProcessor (real bert-base-uncased vocab + [DEC]/[ENC])."""
+    return _build(tmp_path_factory, "blip")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """VisionEncoderDecoderModel (ViT -> GPT-2) + ViTImageProcessor + GPT-2 BPE tokenizer."""
+    return _build(tmp_path_factory, "vit-gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """StableDiffusionXLPipeline directory; default output 64x64, vae_scale_factor 8."""
+    return _build(tmp_path_factory, "sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_vae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """AutoencoderKL compatible with tiny_sdxl_dir (the sdxl-vae-fp16-fix stand-in, passed as `vae=`)."""
+    return _build(tmp_path_factory, "sdxl-vae")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CLIPModel + CLIPProcessor (32 px images, 77-token CLIP BPE tokenizer)."""
+    return _build(tmp_path_factory, "clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_dino_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ViTModel without pooler + ViTImageProcessor; load with `add_pooling_layer=False`."""
+    return _build(tmp_path_factory, "dino")
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_lstm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vlgen's CNN-LSTM captioner (built by vlgen.captioning.cnn_lstm.build_tiny_cnn_lstm)."""
+    return _build(tmp_path_factory, "cnn-lstm")
