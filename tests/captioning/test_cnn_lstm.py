@@ -1,10 +1,11 @@
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from vlgen.captioning.cnn_lstm import (
-    CnnLstmModel,
     CnnLstmConfig,
+    CnnLstmModel,
     Vocabulary,
     build_tiny_cnn_lstm,
     is_cnn_lstm_checkpoint,
@@ -100,7 +101,8 @@ def test_training_steps_reduce_loss_on_fixed_batch(attention):
         opt.step()
     assert loss.item() < 0.5 * first
     # After fitting, greedy decoding reproduces the memorised captions.
-    assert model.caption(_images()) == CAPTIONS[:3]
+    ids = model.generate(pixel_values=pv)
+    assert [model.vocab.decode(x) for x in ids] == CAPTIONS[:3]
 
 
 def test_beam_with_one_beam_equals_greedy():
@@ -125,10 +127,12 @@ def test_save_load_round_trip_through_resolver(tmp_path):
     pv = a.preprocess(_images())
     ids = torch.tensor([a.vocab.encode("a red circle")] * 3)
     torch.testing.assert_close(a(ids, pixel_values=pv).logits, b(ids, pixel_values=pv).logits, rtol=0, atol=0)
-    assert a.caption(_images(), num_beams=2) == b.caption(_images(), num_beams=2)
+    assert a.generate(pixel_values=pv, num_beams=2) == b.generate(pixel_values=pv, num_beams=2)
     # Same seed -> same weights; the checkpoint is self-contained (no torchvision download needed).
     out2 = build_tiny_cnn_lstm(tmp_path / "tiny2")
-    assert (out / "model.safetensors").read_bytes() == (out2 / "model.safetensors").read_bytes()
+    # (Compare tensors, not bytes: safetensors' JSON header order is not stable across calls.)
+    w1, w2 = load_file(str(out / "model.safetensors")), load_file(str(out2 / "model.safetensors"))
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
 def test_from_pretrained_rejects_other_directories(tmp_path):

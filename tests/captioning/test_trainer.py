@@ -52,7 +52,8 @@ def test_training_writes_models_curves_and_config(synth, tmp_path, capsys):
     assert main(args) == 0
     for name in ("best/model.safetensors", "last/model.safetensors", "history.csv", "curves.png", "config.yaml"):
         assert (out / name).is_file(), name
-    rows = list(csv.DictReader(open(out / "history.csv")))
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
     train_losses = [float(r["train_loss"]) for r in rows if r["train_loss"]]
     assert train_losses[-1] < train_losses[0]
     val = [float(r["val_loss"]) for r in rows if r.get("val_loss")]

@@ -56,11 +56,14 @@ def make_flickr8k(root: Path) -> dict:
     text_dir.mkdir(parents=True)
     (text_dir / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (text_dir / "Flickr8k.lemma.token.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    files = {"train": "Flickr_8k.trainImages.txt", "validation": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
+    files = {
+        "train": "Flickr_8k.trainImages.txt",
+        "validation": "Flickr_8k.devImages.txt",
+        "test": "Flickr_8k.testImages.txt",
+    }
     for split, fname in files.items():
         (text_dir / fname).write_text("\n".join(splits[split]) + "\n", encoding="utf-8")
     return {"splits": splits, "unlisted": unlisted, "names": names}
-
 
 
 # --- COCO -------------------------------------------------------------------------------------------
@@ -94,12 +97,19 @@ def make_coco(root: Path, n: int = 10) -> dict:
                 "cocoid": image_id,
             }
         )
-    kimages.append({"filepath": "val2014", "filename": "COCO_val2014_000000999999.jpg", "imgid": 99, "split": "test",
-                    "sentences": [], "cocoid": 999999})  # fmt: skip
+    kimages.append(
+        {
+            "filepath": "val2014",
+            "filename": "COCO_val2014_000000999999.jpg",
+            "imgid": 99,
+            "split": "test",
+            "sentences": [],
+            "cocoid": 999999,
+        }
+    )
     kp_path = root / "dataset_coco.json"
     kp_path.write_text(json.dumps({"images": kimages, "dataset": "coco"}))
     return {"annotations": ann_path, "images_dir": root / "train2017", "karpathy": kp_path, "ids": ids}
-
 
 
 # --- DiffusionDB ------------------------------------------------------------------------------------
@@ -166,4 +176,3 @@ def make_diffusiondb(root: Path, per_part: int = 8) -> dict:
     )
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), root / "metadata.parquet")
     return {"rows": rows, "available": [r["image_name"] for r in rows if r["part_id"] in (1, 2)]}
-

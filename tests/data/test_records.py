@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from datafixtures import write_image
+
 from vlgen.data import Record, load_records, write_dataset
 from vlgen.errors import DataError
 

@@ -29,8 +29,15 @@ def test_seed_changes_assignment_and_sizes_follow_ratios() -> None:
     assert list(custom.values()).count("train") == 80
 
 
-@pytest.mark.parametrize("n,ratios,expected", [(10, (0.6, 0.2, 0.2), (6, 2, 2)), (7, (0.6, 0.2, 0.2), (4, 2, 1)),
-                                               (3, (1.0, 0.0, 0.0), (3, 0, 0)), (0, (0.6, 0.2, 0.2), (0, 0, 0))])
+@pytest.mark.parametrize(
+    "n,ratios,expected",
+    [
+        (10, (0.6, 0.2, 0.2), (6, 2, 2)),
+        (7, (0.6, 0.2, 0.2), (4, 2, 1)),
+        (3, (1.0, 0.0, 0.0), (3, 0, 0)),
+        (0, (0.6, 0.2, 0.2), (0, 0, 0)),
+    ],
+)
 def test_split_sizes_add_up(n: int, ratios: tuple, expected: tuple) -> None:
     assert split_sizes(n, ratios) == expected
 
@@ -50,7 +57,12 @@ def test_split_records_never_leaks_an_image_and_keeps_given_splits() -> None:
 
 @pytest.mark.parametrize(
     "text,reason",
-    [("0.6,0.2", "three numbers"), ("a,b,c", "not numbers"), ("0.6,0.3,0.3", "sum to 1.2"), ("1.2,-0.1,-0.1", "non-neg")],
+    [
+        ("0.6,0.2", "three numbers"),
+        ("a,b,c", "not numbers"),
+        ("0.6,0.3,0.3", "sum to 1.2"),
+        ("1.2,-0.1,-0.1", "non-neg"),
+    ],
 )
 def test_bad_ratios_are_rejected(text: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):

@@ -46,8 +46,11 @@ def test_loaded_pipeline_generates_the_in_memory_image(loaded):
     seconds = time.perf_counter() - start
     assert image.shape == (1, 64, 64, 3)  # default size = unet.sample_size (8) x vae_scale_factor (8)
     assert np.isfinite(image).all() and image.std() > 0
-    np.testing.assert_array_equal(image, _generate(tiny_sdxl_pipeline(seed=0)))
-    assert seconds < 15, f"2 steps at 64x64 took {seconds:.1f}s; the tiny pipeline should take about 1s"
+    # Same weights, same generator: equal up to float noise (loaded weights live in other memory, so BLAS
+    # may take other kernels; last-bit differences grow a little over the denoising steps). Seed 1 differs by ~0.1.
+    np.testing.assert_allclose(image, _generate(tiny_sdxl_pipeline(seed=0)), rtol=0, atol=1e-3)
+    assert np.abs(image - _generate(tiny_sdxl_pipeline(seed=1))).max() > 0.01
+    assert seconds < 60, f"2 steps at 64x64 took {seconds:.1f}s; the tiny pipeline takes well under 1s when warm"
 
 
 def test_a_separate_vae_can_be_passed_in(tiny_sdxl_dir, tiny_sdxl_vae_dir, loaded):

@@ -401,11 +401,6 @@ class CnnLstmModel(nn.Module):
             ]
         return max(finished, key=lambda x: x[0])[1]
 
-    def caption(self, images: Sequence, num_beams: int = 1, max_new_tokens: int | None = None) -> list[str]:
-        pixel_values = self.preprocess(images).to(next(self.parameters()).device)
-        ids = self.generate(pixel_values=pixel_values, num_beams=num_beams, max_new_tokens=max_new_tokens)
-        return [self.vocab.decode(x) for x in ids]
-
     # -- persistence (safetensors + json; nothing pickled)
     def save_pretrained(self, out_dir: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -539,7 +534,9 @@ class CnnLstmCaptioner(Captioner):
         self, images: Sequence[Image.Image], num_beams: int = 1, max_new_tokens: int = 30, **generate_kwargs: Any
     ) -> list[str]:
         pv = self.model.preprocess(images).to(self.device)
-        ids = self.model.generate(pixel_values=pv, num_beams=num_beams, max_new_tokens=max_new_tokens, **generate_kwargs)
+        ids = self.model.generate(
+            pixel_values=pv, num_beams=num_beams, max_new_tokens=max_new_tokens, **generate_kwargs
+        )
         return [self.vocab.decode(x) for x in ids]
 
     def generate_from_features(self, features: torch.Tensor, num_beams: int = 1, max_new_tokens: int = 30) -> list[str]:

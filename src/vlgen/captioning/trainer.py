@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import shutil
 import math
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from vlgen.captioning.base import Captioner
-from vlgen.captioning.train_config import CaptionTrainConfig
 from vlgen.captioning.checkpointing import (
     list_checkpoints,
     load_checkpoint,
@@ -35,11 +34,13 @@ from vlgen.captioning.checkpointing import (
     rotate_checkpoints,
     save_checkpoint,
 )
+from vlgen.captioning.train_config import CaptionTrainConfig
 from vlgen.config import save_config
 from vlgen.data.images import load_image
 from vlgen.data.records import Record, load_records
 from vlgen.errors import ConfigError
 from vlgen.fileio import write_json, write_jsonl
+
 
 def check_config(cfg: CaptionTrainConfig) -> None:
     """Fail before any work starts, naming the option and value."""
@@ -325,14 +326,18 @@ class CaptionTrainer:
                     train_loss = sum(running) / len(running)
                     running = []
                     lr = scheduler.get_last_lr()[0]
-                    state["history"].append({"step": step, "epoch": epoch + (b + 1) / len(batches), "train_loss": train_loss, "lr": lr})
+                    state["history"].append(
+                        {"step": step, "epoch": epoch + (b + 1) / len(batches), "train_loss": train_loss, "lr": lr}
+                    )
                     acc.log({"train/loss": train_loss, "train/lr": lr}, step=step)
                     progress.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f}")
                     end_of_epoch = b + 1 == len(batches)
                     if end_of_epoch:
                         stop = self._end_of_epoch(epoch, state, raw_model)
-                    if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0 or (
-                        cfg.checkpointing_steps is None and end_of_epoch
+                    if (
+                        cfg.checkpointing_steps
+                        and step % cfg.checkpointing_steps == 0
+                        or (cfg.checkpointing_steps is None and end_of_epoch)
                     ):
                         self._checkpoint(step, raw_model, optimizer, scheduler, state)
                     if step >= total_steps or stop:
@@ -356,7 +361,9 @@ class CaptionTrainer:
                 "best_score": state["best_score"],
                 "metric_for_best_model": cfg.metric_for_best_model,
                 "seconds": round(time.perf_counter() - t_start, 2),
-                "final_train_loss": next((h["train_loss"] for h in reversed(state["history"]) if "train_loss" in h), None),
+                "final_train_loss": next(
+                    (h["train_loss"] for h in reversed(state["history"]) if "train_loss" in h), None
+                ),
                 "last_validation": next((h for h in reversed(state["history"]) if "val_loss" in h), None),
             }
             write_json(self.out / "train_summary.json", summary)

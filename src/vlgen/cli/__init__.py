@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
+from vlgen.cli import caption as _caption
 from vlgen.cli import data as _data
 from vlgen.cli import env as _env
 from vlgen.cli import evaluate as _evaluate
 from vlgen.cli import tiny as _tiny
+from vlgen.cli import train as _train
 from vlgen.cli._console import err
 from vlgen.errors import VlgenError
 
@@ -27,26 +28,24 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(_data.app, name="data")
+app.add_typer(_train.app, name="train")
 app.add_typer(_evaluate.app, name="evaluate")
 app.command("tiny")(_tiny.tiny)
 app.command("env")(_env.env)
+app.command("caption")(_caption.caption)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of calling sys.exit (so tests can call it)."""
     command = typer.main.get_command(app)
-    # Trainer commands are plain click commands generated from their config dataclasses.
-    from vlgen.cli.train import train
-
-    command.add_command(train, "train")
     try:
         rv = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="vlgen", standalone_mode=False)
-    except click.exceptions.Exit as e:  # --help, typer.Exit(code)
+    except typer.Exit as e:  # --help, typer.Exit(code)
         return e.exit_code
-    except click.ClickException as e:  # usage errors: bad option, missing argument, invalid choice
+    except typer.TyperException as e:  # usage errors: bad option, missing argument, invalid choice
         e.show()
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         return 130
     except VlgenError as e:

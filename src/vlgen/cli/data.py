@@ -5,12 +5,12 @@ Heavy imports (PIL, numpy, pyarrow) happen inside the commands so `vlgen --help`
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from vlgen.cli._console import err, out
+from vlgen.errors import ConfigError
 
 app = typer.Typer(help="Import, validate and synthesise imagefolder datasets.", no_args_is_help=True)
 import_app = typer.Typer(help="Convert a public dataset or a folder into an imagefolder dataset.", no_args_is_help=True)
@@ -19,14 +19,10 @@ app.add_typer(import_app, name="import")
 DEFAULT_MAX_PIXELS = 64_000_000  # kept equal to vlgen.data.images.DEFAULT_MAX_PIXELS (checked in tests)
 
 
-class OnError(str, Enum):
-    fail = "fail"
-    skip = "skip"
-
-
 ON_ERROR = typer.Option(
-    OnError.fail,
+    "fail",
     "--on-error",
+    metavar="fail|skip",
     help="fail: stop at the first bad item; skip: leave it out and list it in OUT/skipped.jsonl.",
 )
 SPLIT_RATIOS = typer.Option(
@@ -39,12 +35,14 @@ MAX_PIXELS = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Reject image
 OVERWRITE = typer.Option(False, "--overwrite", help="Write into a non-empty OUT folder.")
 
 
-def _options(on_error: OnError, split_ratios: str, seed: int, max_pixels: int, overwrite: bool):
+def _options(on_error: str, split_ratios: str, seed: int, max_pixels: int, overwrite: bool):
     from vlgen.data.importers import ImportOptions
     from vlgen.data.splits import parse_ratios
 
-    ratios = parse_ratios(split_ratios)
-    return ImportOptions(on_error.value, ratios, seed, max_pixels, overwrite)
+    # A plain string checked here (not an Enum) so a bad value is our one-line ConfigError, not a usage traceback.
+    if on_error not in ("fail", "skip"):
+        raise ConfigError(f"--on-error {on_error!r}: expected 'fail' or 'skip'")
+    return ImportOptions(on_error, parse_ratios(split_ratios), seed, max_pixels, overwrite)
 
 
 def _report(result) -> None:
@@ -74,7 +72,7 @@ def _report(result) -> None:
 def import_flickr8k(
     src: Path = typer.Argument(..., help="Folder holding Flickr8k.token.txt, the split lists and the images."),
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Output dataset folder."),
-    on_error: OnError = ON_ERROR,
+    on_error: str = ON_ERROR,
     seed: int = SEED,
     max_pixels: int = MAX_PIXELS,
     overwrite: bool = OVERWRITE,
@@ -93,7 +91,7 @@ def import_coco(
     karpathy_split: Path | None = typer.Option(
         None, "--karpathy-split", help="dataset_coco.json for the Karpathy splits (restval -> train)."
     ),
-    on_error: OnError = ON_ERROR,
+    on_error: str = ON_ERROR,
     split_ratios: str = SPLIT_RATIOS,
     seed: int = SEED,
     max_pixels: int = MAX_PIXELS,
@@ -111,7 +109,7 @@ def import_diffusiondb(
     src: Path = typer.Argument(..., help="Folder with metadata.parquet and part-XXXXXX folders or zips."),
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Output dataset folder."),
     sample: int | None = typer.Option(None, "--sample", help="Seeded random sample size (default: all present)."),
-    on_error: OnError = ON_ERROR,
+    on_error: str = ON_ERROR,
     split_ratios: str = SPLIT_RATIOS,
     seed: int = SEED,
     max_pixels: int = MAX_PIXELS,
@@ -130,7 +128,7 @@ def import_folder(
     captions: Path | None = typer.Option(
         None, "--captions", help="CSV/JSONL with file and caption columns (default: same-name .txt sidecars)."
     ),
-    on_error: OnError = ON_ERROR,
+    on_error: str = ON_ERROR,
     split_ratios: str = SPLIT_RATIOS,
     seed: int = SEED,
     max_pixels: int = MAX_PIXELS,

@@ -31,8 +31,10 @@ def env(
     gpus = ", ".join(dev.get("gpus", []))
     t.add_row("device", f"{dev['device']}{' (' + gpus + ')' if gpus else ''}, {dev['cpu_threads']} CPU threads")
     hub = info["hub"]
-    state = "offline (HF_HUB_OFFLINE)" if hub["offline"] else {True: "reachable", False: "unreachable"}.get(
-        hub["reachable"], "not checked"
+    state = (
+        "offline (HF_HUB_OFFLINE)"
+        if hub["offline"]
+        else {True: "reachable", False: "unreachable"}.get(hub["reachable"], "not checked")
     )
     t.add_row("hub", f"{hub['endpoint']}: {state}")
     for k, v in info["caches"].items():

@@ -11,7 +11,9 @@ from rich.table import Table
 from vlgen.cli._console import err, out
 from vlgen.errors import ConfigError
 
-app = typer.Typer(help="Score captions or prompts (coco-caption, sacreBLEU, ROUGE, BERTScore, ...).", no_args_is_help=True)
+app = typer.Typer(
+    help="Score captions or prompts (coco-caption, sacreBLEU, ROUGE, BERTScore, ...).", no_args_is_help=True
+)
 
 _METRICS_HELP = "Comma-separated groups: coco, spice, sacrebleu, rouge, bertscore, combined, prompt_similarity, or all."
 
@@ -24,7 +26,9 @@ def _weights(text: str) -> tuple[float, float]:
     return a, b
 
 
-def _score_file(pred: Path, *, data, split, caption_column, metrics, bertscore_model, bertscore_layers, weights, device):
+def _score_file(
+    pred: Path, *, data, split, caption_column, metrics, bertscore_model, bertscore_layers, weights, device
+):
     from vlgen.metrics import compute_caption_metrics, parse_metrics
     from vlgen.report.predictions import read_predictions
 
@@ -52,19 +56,27 @@ def _fmt(v) -> str:
 
 @app.command("captions")
 def captions(
-    pred: Path = typer.Argument(..., help="Predictions JSONL: 'prediction' + 'references' per line, or with --data "
-                                "'file_name' + 'caption' (as `vlgen caption` writes)."),
+    pred: Path = typer.Argument(
+        ...,
+        help="Predictions JSONL: 'prediction' + 'references' per line, or with --data "
+        "'file_name' + 'caption' (as `vlgen caption` writes).",
+    ),
     data: Path | None = typer.Option(None, "--data", help="Dataset folder (imagefolder) to take references from."),
     split: str | None = typer.Option(None, "--split", help="Only join to this split of --data (e.g. test)."),
     caption_column: str = typer.Option("text", "--caption-column", help="Reference column in --data's metadata."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object to stdout instead of a table."),
     metrics: str = typer.Option("all", "--metrics", help=_METRICS_HELP),
     bertscore_model: str | None = typer.Option(
-        None, "--bertscore-model", help="Local dir or hub id; default roberta-large if available, else packaged MiniLM."
+        None,
+        "--bertscore-model",
+        help="Local dir, hub id or 'minilm' (packaged all-MiniLM-L6-v2). Default: roberta-large if "
+        "available, else the packaged MiniLM (recorded in settings).",
     ),
     bertscore_layers: int | None = typer.Option(None, "--bertscore-layers", help="Layer to use (default: per model)."),
     combined_weights: str = typer.Option("0.65,0.35", "--combined-weights", help="W_BERT,W_BLEU for `combined`."),
-    out_dir: Path | None = typer.Option(None, "--out", help="Write metrics.json, per-item scores, examples, report.html."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Write metrics.json, per-item scores, examples, report.html."
+    ),
     rank_by: str | None = typer.Option(None, "--rank-by", help="Metric for best/worst examples (default combined)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="How many best and worst examples."),
     device: str = typer.Option("cpu", "--device", help="Device for BERTScore / sentence embeddings."),

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
+import typer
 
 from vlgen.captioning.train_config import CaptionTrainConfig
-from vlgen.cli._options import dataclass_options
+from vlgen.cli._options import with_dataclass_options
+
+app = typer.Typer(help="Train captioners.", no_args_is_help=True)
 
 HELP = {
     "model": "cnn-lstm (new), blip, vit-gpt2 (published checkpoints), a hub id or a model directory.",
@@ -30,15 +32,10 @@ HELP = {
 }
 
 
-@click.group(name="train", help="Train captioners (and, with `lora`, personalise SDXL).")
-def train() -> None:
-    pass
-
-
-@train.command(name="caption", help="Train or fine-tune a CNN-LSTM, BLIP or ViT-GPT2 captioner.")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="yaml recipe.")
-@dataclass_options(CaptionTrainConfig, help=HELP)
+@app.command("caption")
+@with_dataclass_options(CaptionTrainConfig, help=HELP)
 def caption(config_file: Path | None, **overrides) -> None:
+    """Train or fine-tune a CNN-LSTM, BLIP or ViT-GPT2 captioner."""
     from vlgen.captioning.trainer import train_captioner
     from vlgen.cli._console import out
     from vlgen.config import resolve_config

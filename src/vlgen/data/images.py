@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vlgen.errors import ImageLoadError
@@ -121,6 +120,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
     mode = im.mode
     if mode == "RGB":
         return im
+    import numpy as np  # only the rare 16/32-bit modes need it; keeps `import vlgen.data` light
+
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # PIL's own convert("RGB") clips 16-bit values at 255 (a white image); scale the range instead.
         # Mode "I" is how PIL opens 16-bit greyscale PNG/TIFF, so treat it as 16-bit too.

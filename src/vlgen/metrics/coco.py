@@ -33,7 +33,25 @@ COCO_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr
 
 # pycocoevalcap/tokenizer/ptbtokenizer.py: tokens dropped after tokenization (kept verbatim for identity;
 # note "-LRB-" never matches since the tokenizer lowercases - that is pycocoevalcap's behaviour too).
-PUNCTUATIONS = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
+PUNCTUATIONS = {
+    "''",
+    "'",
+    "``",
+    "`",
+    "-LRB-",
+    "-RRB-",
+    "-LCB-",
+    "-RCB-",
+    ".",
+    "?",
+    "!",
+    ",",
+    ":",
+    "-",
+    "--",
+    "...",
+    ";",
+}
 
 # Characters Java's PTBTokenizer treats as line ends: they would shift every following line, so they become
 # spaces (pycocoevalcap only replaces "\n" and misaligns captions on the others).
@@ -66,7 +84,11 @@ def find_java() -> str:
 def spice_unavailable_reason() -> str | None:
     """None when SPICE can run; otherwise why not (checked without touching the network)."""
     spice = _pycocoevalcap_dir() / "spice"
-    missing = [n for n in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar") if not (spice / "lib" / n).is_file()]
+    missing = [
+        n
+        for n in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
+        if not (spice / "lib" / n).is_file()
+    ]
     if missing:
         return (
             f"SPICE needs Stanford CoreNLP 3.6.0 jars in {spice / 'lib'} (missing: {', '.join(missing)}); "
@@ -113,7 +135,7 @@ class _MeteorProcess:
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None
         lines = []
-        for hyp, ref in zip(hyps, refs):
+        for hyp, ref in zip(hyps, refs, strict=True):
             hyp = hyp.replace("|||", "").replace("  ", " ")
             lines.append(" ||| ".join(("SCORE", " ||| ".join(ref), hyp)) + "\n")
 
@@ -151,6 +173,14 @@ def _get_meteor() -> _MeteorProcess:
         if _meteor is None or not _meteor.alive():
             _meteor = _MeteorProcess(find_java())
         return _meteor
+
+
+def _reset_meteor() -> None:
+    global _meteor
+    with _meteor_guard:
+        if _meteor is not None:
+            _meteor.close()
+        _meteor = None
 
 
 def warm_up() -> None:
@@ -204,6 +234,7 @@ def coco_caption_scores(
                 box["METEOR"] = _get_meteor().score([res[i][0] for i in range(n)], [gts[i] for i in range(n)])
             except BaseException as e:  # re-raised in the caller's thread
                 box["METEOR"] = e
+                _reset_meteor()  # its pipes may hold half a reply: never reuse it
 
         thread = threading.Thread(target=run_meteor, daemon=True)
         thread.start()

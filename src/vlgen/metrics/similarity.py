@@ -57,7 +57,7 @@ def prompt_similarity(
         [st.encode(c, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True) for c in it]
     )  # (U, 384), unit rows
     scores = []
-    for pred, refs in zip(predictions, references):
+    for pred, refs in zip(predictions, references, strict=True):
         p = emb[index[pred]]
         scores.append(float(np.mean([p @ emb[index[r]] for r in refs])))
     return scores

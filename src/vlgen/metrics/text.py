@@ -65,7 +65,7 @@ def check_caption_inputs(predictions: Sequence[Any], references: Sequence[Any]) 
         raise DataError(f"{len(predictions)} predictions but {len(references)} reference lists")
     if not predictions:
         raise DataError("nothing to score: no predictions")
-    for i, (p, refs) in enumerate(zip(predictions, references)):
+    for i, (p, refs) in enumerate(zip(predictions, references, strict=True)):
         if not isinstance(p, str):
             raise DataError(f"item {i}: prediction is {type(p).__name__} {p!r}, expected a string")
         if isinstance(refs, str) or not isinstance(refs, Sequence):
@@ -84,7 +84,9 @@ def parse_metrics(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     bad = [s for s in items if s not in METRIC_GROUPS]
     if bad or not items:
-        raise ConfigError(f"unknown metric group(s) {', '.join(bad) or '(none)'}; choose from {', '.join(METRIC_GROUPS)}")
+        raise ConfigError(
+            f"unknown metric group(s) {', '.join(bad) or '(none)'}; choose from {', '.join(METRIC_GROUPS)}"
+        )
     return tuple(dict.fromkeys(items))
 
 
@@ -93,7 +95,7 @@ def _rouge_scores(predictions: list[str], references: list[list[str]], use_stemm
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=use_stemmer)
     out: dict[str, list[float]] = {"ROUGE-1": [], "ROUGE-2": [], "rougeL": []}
-    for pred, refs in zip(predictions, references):
+    for pred, refs in zip(predictions, references, strict=True):
         # score_multi keeps, per ROUGE type, the reference with the best F-measure.
         s = scorer.score_multi(refs, pred)
         out["ROUGE-1"].append(s["rouge1"].fmeasure)
@@ -193,7 +195,9 @@ def compute_caption_metrics(
         settings["combined"] = {"formula": f"{w_bert} * BERTScore + {w_bleu} * BLEU-4", "weights": [w_bert, w_bleu]}
         if "BLEU-4" in items:
             corpus["combined"] = w_bert * corpus["BERTScore"] + w_bleu * corpus["BLEU-4"]  # type: ignore[operator]
-            items["combined"] = [w_bert * b + w_bleu * u for b, u in zip(items["BERTScore"], items["BLEU-4"])]
+            items["combined"] = [
+                w_bert * b + w_bleu * u for b, u in zip(items["BERTScore"], items["BLEU-4"], strict=True)
+            ]
         else:
             unavailable["combined"] = "needs BLEU-4: add the 'coco' metric group"
     if "prompt_similarity" in groups:

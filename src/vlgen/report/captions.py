@@ -1,12 +1,12 @@
 """The outputs of `vlgen evaluate captions --out DIR`: files a person keeps and a page they want to read.
 
-    DIR/metrics.json      the --json object (corpus scores, n, settings)
-    DIR/per_item.jsonl    one line per input item: line, id, file_name, prediction, references, scores
-    DIR/examples.json     best and worst k items by `rank_by` (the write-ups' Table 2/3)
-    DIR/examples.md       the same as Markdown tables, ready to paste
-    DIR/lengths.png       word-count histogram, predictions vs references
-    DIR/thumbs/*.jpg      thumbnails of the example images (when images are known, i.e. joined to a dataset)
-    DIR/report.html       all of the above on one page (images are the files beside it)
+DIR/metrics.json      the --json object (corpus scores, n, settings)
+DIR/per_item.jsonl    one line per input item: line, id, file_name, prediction, references, scores
+DIR/examples.json     best and worst k items by `rank_by` (the write-ups' Table 2/3)
+DIR/examples.md       the same as Markdown tables, ready to paste
+DIR/lengths.png       word-count histogram, predictions vs references
+DIR/thumbs/*.jpg      thumbnails of the example images (when images are known, i.e. joined to a dataset)
+DIR/report.html       all of the above on one page (images are the files beside it)
 """
 
 from __future__ import annotations
@@ -87,7 +87,11 @@ def _markdown(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         label = r.get("id") or r.get("file_name") or f"line {r['line']}"
-        lines.append("| " + " | ".join(cell(v) for v in [label, r["prediction"], r["references"], *[r.get(c, "") for c in cols]]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(cell(v) for v in [label, r["prediction"], r["references"], *[r.get(c, "") for c in cols]])
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -99,7 +103,9 @@ def _examples_html(rows: list[dict[str, Any]], cols: Sequence[str], thumbs: dict
         cells: list[Any] = []
         if images:
             src = thumbs.get(r["index"])
-            cells.append(html.img(src, alt=r.get("file_name", "")) if src else html.Raw('<span class="muted">no image</span>'))
+            cells.append(
+                html.img(src, alt=r.get("file_name", "")) if src else html.Raw('<span class="muted">no image</span>')
+            )
         label = r.get("id") or r.get("file_name") or f"line {r['line']}"
         cells += [label, r["prediction"] or html.Raw('<span class="muted">(empty)</span>'), html.ul(r["references"])]
         cells += [html.fmt(r.get(c)) for c in cols]
@@ -151,8 +157,12 @@ def write_caption_report(
             note="pycocoevalcap scale (0-1; CIDEr-D as pycocoevalcap returns it). Corpus-level values.",
         ),
         html.section("Caption length", html.img("lengths.png", alt="length histogram", cls="figure")),
-        html.section(f"Best {len(best)} by {rank_by}", _examples_html([rows[i] for i in best], cols, thumbs, has_images)),
-        html.section(f"Worst {len(worst)} by {rank_by}", _examples_html([rows[i] for i in worst], cols, thumbs, has_images)),
+        html.section(
+            f"Best {len(best)} by {rank_by}", _examples_html([rows[i] for i in best], cols, thumbs, has_images)
+        ),
+        html.section(
+            f"Worst {len(worst)} by {rank_by}", _examples_html([rows[i] for i in worst], cols, thumbs, has_images)
+        ),
         html.section(
             "Settings",
             html.pre(json.dumps(scores.settings, indent=2, ensure_ascii=False)),

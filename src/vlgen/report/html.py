@@ -102,7 +102,9 @@ def table(headers: Sequence[Any], rows: Iterable[Sequence[Any]], *, numeric: Ite
 
 def cards(items: Iterable[tuple[str, Any]]) -> Raw:
     """Big-number tiles (key, value) for the headline scores."""
-    tiles = "".join(f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div></div>' for k, v in items)
+    tiles = "".join(
+        f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div></div>' for k, v in items
+    )
     return Raw(f'<div class="cards">{tiles}</div>')
 
 

@@ -103,7 +103,9 @@ def read_predictions(
                 hint = " (lines with 'caption' are `vlgen caption` output: pass --data DIR to join references)"
                 raise DataError("missing 'prediction'" + (hint if "caption" in row else ""), path=str(path), line=no)
             if "references" not in row:
-                raise DataError("missing 'references' (or pass --data DIR to take them from a dataset)", path=str(path), line=no)
+                raise DataError(
+                    "missing 'references' (or pass --data DIR to take them from a dataset)", path=str(path), line=no
+                )
             items.append(
                 CaptionItem(
                     prediction=_text(row, "prediction", path, no),

@@ -126,6 +126,8 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        module.eval()  # as `from_pretrained` returns them (SDPA takes another kernel in train mode)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -142,7 +144,7 @@ def build_tiny_sdxl(out: str | os.PathLike, seed: int = 0) -> Path:
 def tiny_sdxl_vae_fp16_fix(seed: int = 0) -> AutoencoderKL:
     """The in-memory VAE that `build_tiny_sdxl_vae` saves: same architecture as the pipeline's, other weights."""
     with seeded(component_seed(seed, 15)):
-        return tiny_sdxl_vae(force_upcast=False)
+        return tiny_sdxl_vae(force_upcast=False).eval()
 
 
 def build_tiny_sdxl_vae(out: str | os.PathLike, seed: int = 0) -> Path:

@@ -39,7 +39,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def read_metadata(path: Path) -> list[dict[str, Any]]:
+def read_metadata(path: Path, part_ids: list[int]) -> tuple[list[dict[str, Any]], int]:
+    """Rows of the parts in `part_ids` (filtered in Arrow: the full metadata has 2M rows), and the total row count."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -52,7 +55,9 @@ def read_metadata(path: Path) -> list[dict[str, Any]]:
     if missing:
         raise DataError(f"missing column(s) {', '.join(missing)} (has: {', '.join(schema.names)})", path=str(path))
     columns = [*REQUIRED_COLUMNS, *(c for c in EXTRA_COLUMNS if c in schema.names)]
-    return pq.read_table(path, columns=columns).to_pylist()
+    table = pq.read_table(path, columns=columns)
+    present = table.filter(pc.is_in(table["part_id"], value_set=pa.array(part_ids, table.schema.field("part_id").type)))
+    return present.to_pylist(), table.num_rows
 
 
 def _available_parts(src: Path) -> dict[int, Path]:
@@ -82,13 +87,14 @@ def import_diffusiondb(
     out = prepare_out_dir(out_dir, opts.overwrite)
     log = ImportLog(opts.on_error)
     meta_path = src / METADATA_FILE
-    rows = read_metadata(meta_path)
     parts = _available_parts(src)
+    if not meta_path.is_file():
+        raise DataError(f"{METADATA_FILE} not found in the source folder", path=str(src))
     if not parts:
         raise DataError("no part-XXXXXX folders or part-XXXXXX.zip files next to the metadata", path=str(src))
-
-    candidates = sorted((r for r in rows if r["part_id"] in parts), key=lambda r: str(r["image_name"]))
-    n_unavailable = len(rows) - len(candidates)
+    rows, n_rows = read_metadata(meta_path, sorted(parts))
+    candidates = sorted(rows, key=lambda r: str(r["image_name"]))
+    n_unavailable = n_rows - len(candidates)
     if sample is not None and sample > len(candidates):
         raise DataError(
             f"--sample {sample} is more than the {len(candidates)} images in the parts present "
@@ -128,7 +134,7 @@ def import_diffusiondb(
         for z in open_zips.values():
             z.close()
 
-    info = {"sample": sample, "metadata_rows": len(rows), "rows_in_parts_not_present": n_unavailable}
+    info = {"sample": sample, "metadata_rows": n_rows, "rows_in_parts_not_present": n_unavailable}
     info["parts_present"] = sorted(parts)
     return finish_import(out, records, log, opts, importer="diffusiondb", source={"src": str(src.resolve())}, info=info)
 

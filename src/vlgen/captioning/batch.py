@@ -1,0 +1,131 @@
+"""Batch captioning behind `vlgen caption`: collect inputs, caption in batches, append, resume.
+
+Output is JSONL, one `{"file_name", "caption"}` per image, appended (and fsync'd) batch by batch. Rerun on
+the same output file, images already there are skipped, so a run killed half-way and rerun yields every
+image exactly once. A bad image fails the run naming the file, or with `on_error="skip"` is listed in
+`OUT.skipped.jsonl` and counted - the rest of its batch is still captioned.
+
+`file_name` is the dataset-relative name for a dataset folder (so `vlgen evaluate captions --data` can
+join predictions to references), the folder-relative name for a plain folder, and the path as given for
+a single file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlgen.captioning.base import Captioner
+from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image, load_records
+from vlgen.errors import DataError, ImageLoadError, VlgenError
+from vlgen.fileio import JsonlAppender
+from vlgen.progress import make_progress
+
+
+@dataclass
+class CaptionSummary:
+    captioned: int = 0
+    already_done: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    out: Path | None = None
+
+
+def collect_inputs(inputs: Sequence[str | Path], split: str | None = None) -> list[tuple[str, Path]]:
+    """(file_name, path) for image files, image folders (recursively, sorted) and dataset folders."""
+    items: list[tuple[str, Path]] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir() and (p / METADATA_NAME).is_file():
+            items += [(r.file_name, r.path) for r in load_records(p, split=split)]
+        elif p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+            if not found:
+                raise DataError("no image files in this folder", path=str(p))
+            items += [(q.relative_to(p).as_posix(), q) for q in found]
+        elif p.is_file():
+            items.append((str(raw), p))
+        else:
+            raise DataError("no such file or folder", path=str(p))
+    seen: dict[str, Path] = {}
+    for name, path in items:
+        if name in seen and seen[name] != path:
+            raise DataError(f"two inputs share the file_name {name!r} ({seen[name]} and {path}); caption them apart")
+        seen[name] = path
+    return list(dict(items).items())  # de-duplicated, first-seen order
+
+
+def done_file_names(out: Path) -> set[str]:
+    """file_names already captioned in an existing output (a partial last line from a kill is ignored)."""
+    if not out.is_file():
+        return set()
+    done = set()
+    lines = out.read_bytes().split(b"\n")
+    for i, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+            done.add(row["file_name"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            if i == len(lines):  # the unterminated last line of a killed run: JsonlAppender drops it
+                continue
+            raise DataError("not a caption line written by vlgen caption", path=str(out), line=i) from None
+    return done
+
+
+def caption_images(
+    captioner: Captioner,
+    items: Sequence[tuple[str, Path]],
+    out: Path | None,
+    batch_size: int = 8,
+    num_beams: int = 1,
+    max_new_tokens: int = 30,
+    on_error: str = "fail",
+    process_index: int = 0,
+    num_processes: int = 1,
+    echo=None,
+) -> CaptionSummary:
+    """Caption `items` into `out` (JSONL) or, with out=None, hand each row to `echo`."""
+    if on_error not in ("fail", "skip"):
+        raise VlgenError(f"--on-error must be fail or skip, got {on_error!r}")
+    if batch_size < 1:
+        raise VlgenError(f"--batch-size must be at least 1, got {batch_size}")
+    summary = CaptionSummary(out=out)
+    done = done_file_names(out) if out else set()
+    todo = [it for it in items if it[0] not in done]
+    summary.already_done = len(items) - len(todo)
+    todo = todo[process_index::num_processes]  # distributed: each process takes every N-th image
+    writer = JsonlAppender(out) if out else None
+    skip_writer = None
+    try:
+        with make_progress() as progress:
+            task = progress.add_task("captioning", total=len(todo))
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                good, images = [], []
+                for name, path in batch:
+                    try:
+                        images.append(load_image(path))
+                        good.append(name)
+                    except ImageLoadError as e:
+                        if on_error == "fail":
+                            raise
+                        summary.skipped.append({"file_name": name, "reason": e.reason})
+                        if out is not None:
+                            skip_writer = skip_writer or JsonlAppender(out.with_suffix(".skipped.jsonl"))
+                            skip_writer.write({"file_name": name, "path": str(path), "reason": e.reason})
+                if images:
+                    captions = captioner.generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens)
+                    for name, caption in zip(good, captions, strict=True):
+                        row = {"file_name": name, "caption": caption}
+                        writer.write(row) if writer else echo(row)
+                    summary.captioned += len(images)
+                progress.advance(task, len(batch))
+    finally:
+        if writer:
+            writer.close()
+        if skip_writer:
+            skip_writer.close()
+    return summary

@@ -1,0 +1,60 @@
+"""`vlgen caption INPUT... --model M`: caption images in batches (thin wrapper over vlgen.captioning.batch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from vlgen.cli._console import err, out
+
+
+def caption(
+    inputs: list[Path] = typer.Argument(..., help="Image files, image folders, or dataset folders."),
+    model: str = typer.Option("blip", "--model", help="blip, vit-gpt2, a hub id, or a model directory."),
+    out_file: Path | None = typer.Option(None, "--out", help="JSONL output (appended; rerun resumes)."),
+    num_beams: int = typer.Option(4, help="Beam width (1 = greedy)."),
+    batch_size: int = typer.Option(8, help="Images per forward pass."),
+    max_new_tokens: int = typer.Option(30, help="Longest caption, in tokens."),
+    split: str | None = typer.Option(None, help="Only this split of a dataset folder (train/validation/test)."),
+    on_error: str = typer.Option("fail", help="fail: stop at a bad image; skip: report it and go on."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+) -> None:
+    """Caption images; one JSON line per image (`file_name`, `caption`)."""
+    import torch
+    from accelerate import PartialState
+
+    from vlgen.captioning.batch import caption_images, collect_inputs
+    from vlgen.captioning.registry import load_captioner
+
+    if on_error not in ("fail", "skip"):
+        raise typer.BadParameter(f"{on_error!r} is not fail or skip", param_hint="--on-error")
+    items = collect_inputs(inputs, split=split)
+    state = PartialState()  # under `accelerate launch`, one process per device
+    dev = device or (str(state.device) if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
+    captioner = load_captioner(model, device=dev)
+    target = out_file
+    if out_file is not None and state.num_processes > 1:
+        target = out_file.with_name(f"{out_file.stem}.rank{state.process_index}{out_file.suffix}")
+    summary = caption_images(
+        captioner,
+        items,
+        target,
+        batch_size=batch_size,
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        on_error=on_error,
+        process_index=state.process_index,
+        num_processes=state.num_processes,
+        echo=lambda row: out.print(json.dumps(row, ensure_ascii=False)),
+    )
+    msg = f"captioned {summary.captioned} images"
+    if summary.already_done:
+        msg += f", {summary.already_done} already in {out_file}"
+    if summary.skipped:
+        where = out_file.with_suffix(".skipped.jsonl") if out_file else "the lines above"
+        msg += f", skipped {len(summary.skipped)} bad images (listed in {where})"
+        for s in summary.skipped:
+            err.print(f"skipped {s['file_name']}: {s['reason']}")
+    err.print(msg)

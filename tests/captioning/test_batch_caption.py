@@ -1,0 +1,95 @@
+"""`vlgen caption`: batching, output format, resume after a kill, bad images."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from vlgen.captioning.batch import caption_images, collect_inputs
+from vlgen.captioning.registry import load_captioner
+from vlgen.cli import main
+from vlgen.data.synth import synth_dataset
+from vlgen.errors import DataError, ImageLoadError
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "data"
+    synth_dataset(out, n=20, seed=0, image_size=32)
+    return out
+
+
+def _rows(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+class CountingCaptioner:
+    """Wraps a real captioner and records batch sizes."""
+
+    def __init__(self, inner):
+        self.inner, self.batches = inner, []
+
+    def generate(self, images, **kw):
+        self.batches.append(len(images))
+        return self.inner.generate(images, **kw)
+
+
+def test_dataset_split_gives_dataset_relative_names(synth, tiny_cnn_lstm_dir, tmp_path):
+    items = collect_inputs([synth], split="test")
+    assert items and all(not name.startswith("/") for name, _ in items)
+    cap = CountingCaptioner(load_captioner(tiny_cnn_lstm_dir))
+    out = tmp_path / "caps.jsonl"
+    s = caption_images(cap, items, out, batch_size=3, num_beams=2, max_new_tokens=5)
+    assert s.captioned == len(items)
+    assert cap.batches == [3] * (len(items) // 3) + ([len(items) % 3] if len(items) % 3 else [])
+    rows = _rows(out)
+    assert [r["file_name"] for r in rows] == [n for n, _ in items]
+    assert set(rows[0]) == {"file_name", "caption"}
+
+
+def test_rerun_after_kill_captions_every_image_exactly_once(synth, tiny_cnn_lstm_dir, tmp_path):
+    items = collect_inputs([synth])
+    out = tmp_path / "caps.jsonl"
+    cap = load_captioner(tiny_cnn_lstm_dir)
+    caption_images(cap, items[:7], out, batch_size=4)
+    with open(out, "a") as f:  # what a SIGKILL in the middle of a write leaves behind
+        f.write('{"file_name": "0000')
+    s = caption_images(cap, items, out, batch_size=4)
+    assert s.already_done == 7 and s.captioned == len(items) - 7
+    names = [r["file_name"] for r in _rows(out)]
+    assert sorted(names) == sorted(n for n, _ in items) and len(names) == len(set(names))
+
+
+def test_bad_image_fails_naming_file_or_is_skipped_without_losing_its_batch(tmp_path, tiny_cnn_lstm_dir, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    (folder / "2b.png").write_bytes(b"not an image at all")
+    out = tmp_path / "caps.jsonl"
+    code = main(["caption", str(folder), "--model", str(tiny_cnn_lstm_dir), "--out", str(out), "--batch-size", "3"])
+    err = capsys.readouterr().err
+    assert code == 1 and "2b.png" in err and "Traceback" not in err
+    code = main(
+        ["caption", str(folder), "--model", str(tiny_cnn_lstm_dir), "--out", str(out), "--on-error", "skip"]
+        + ["--batch-size", "3"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0 and "skipped 1" in err
+    assert sorted(r["file_name"] for r in _rows(out)) == ["0.png", "1.png", "2.png", "3.png", "4.png"]
+    skipped = _rows(tmp_path / "caps.skipped.jsonl")
+    assert [s["file_name"] for s in skipped] == ["2b.png"] and skipped[0]["reason"]
+    with pytest.raises(ImageLoadError, match="2b.png"):
+        caption_images(load_captioner(tiny_cnn_lstm_dir), [("2b.png", folder / "2b.png")], None, echo=print)
+
+
+def test_stdout_when_no_out_and_input_errors(tmp_path, tiny_cnn_lstm_dir, capsys):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (20, 20)).save(img)
+    assert main(["caption", str(img), "--model", str(tiny_cnn_lstm_dir), "--num-beams", "1"]) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["file_name"] == str(img) and isinstance(row["caption"], str)
+    with pytest.raises(DataError, match="no such file or folder"):
+        collect_inputs([tmp_path / "missing"])
+    assert main(["caption", str(img), "--model", str(tiny_cnn_lstm_dir), "--on-error", "ignore"]) == 2
+    assert "--on-error" in capsys.readouterr().err

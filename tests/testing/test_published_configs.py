@@ -1,0 +1,101 @@
+"""The published architectures (SDXL base, BLIP-base, ViT-GPT2) at real size, random weights.
+
+SDXL runs on the meta device: shapes flow through the real modules without allocating 10 GB.
+The captioners run on CPU for real: random weights, one image, a few tokens.
+"""
+
+import pytest
+import torch
+from PIL import Image
+
+from vlgen.errors import ConfigError
+from vlgen.testing.published import PUBLISHED_MODELS, published_config, published_model, published_sdxl_pipeline
+
+
+def test_stored_configs_are_the_published_ones():
+    for name in PUBLISHED_MODELS:
+        assert "_source" not in published_config(name)
+    unet = published_config("sdxl-base/unet")
+    assert (unet["sample_size"], unet["block_out_channels"]) == (128, [320, 640, 1280])
+    assert (unet["transformer_layers_per_block"], unet["attention_head_dim"]) == ([1, 2, 10], [5, 10, 20])
+    assert (unet["cross_attention_dim"], unet["addition_time_embed_dim"]) == (2048, 256)
+    te1, te2 = published_config("sdxl-base/text_encoder"), published_config("sdxl-base/text_encoder_2")
+    assert te1["hidden_size"] + te2["hidden_size"] == unet["cross_attention_dim"]  # 768 + 1280
+    assert te2["projection_dim"] + 6 * unet["addition_time_embed_dim"] == unet["projection_class_embeddings_input_dim"]
+    assert published_config("blip-base")["vision_config"]["image_size"] == 384
+    with pytest.raises(ConfigError, match="sdxl-base/unet"):
+        published_config("sdxl-turbo")
+
+
+@pytest.mark.slow
+def test_sdxl_base_shape_plumbing_on_meta():
+    pipe = published_sdxl_pipeline(device="meta")
+    assert sum(p.numel() for p in pipe.unet.parameters()) == pytest.approx(2.567e9, rel=0.01)
+    assert pipe.vae_scale_factor == 8
+    meta = torch.device("meta")
+
+    # Prompt -> two text encoders -> penultimate hidden states concatenated (768 + 1280), pooled from te2.
+    prompt_embeds, negative_embeds, pooled, negative_pooled = pipe.encode_prompt(
+        "a red circle", device=meta, num_images_per_prompt=1, do_classifier_free_guidance=True
+    )
+    assert prompt_embeds.shape == negative_embeds.shape == (1, 77, 2048)
+    assert pooled.shape == negative_pooled.shape == (1, 1280)
+
+    # 6 micro-conditioning ids (original size, crop, target size); the pipeline checks 1280 + 6 x 256 == 2816.
+    time_ids = pipe._get_add_time_ids(
+        (1024, 1024), (0, 0), (1024, 1024), dtype=prompt_embeds.dtype, text_encoder_projection_dim=1280
+    )
+    assert time_ids.shape == (1, 6)
+    assert pipe.unet.add_embedding.linear_1.in_features == 2816
+
+    latents = torch.empty(2, 4, 128, 128, device=meta)  # CFG batch at 1024 px
+    with torch.no_grad():
+        noise_pred = pipe.unet(
+            latents,
+            torch.tensor(999, device=meta),
+            encoder_hidden_states=torch.cat([negative_embeds, prompt_embeds]),
+            added_cond_kwargs={
+                "text_embeds": torch.cat([negative_pooled, pooled]),
+                "time_ids": time_ids.to(meta).repeat(2, 1),
+            },
+        ).sample
+        image = pipe.vae.decode(latents[:1] / pipe.vae.config.scaling_factor).sample
+    assert noise_pred.shape == (2, 4, 128, 128) and noise_pred.device.type == "meta"
+    assert image.shape == (1, 3, 1024, 1024)
+
+
+@pytest.mark.slow
+def test_blip_base_captions_one_image_on_cpu():
+    from vlgen.testing.blip import blip_processor
+
+    torch.manual_seed(0)
+    model = published_model("blip-base", device="cpu")
+    # 224M unique parameters (the hub's 990 MB file also stores the tied 30524 x 768 LM head: 247M).
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(224e6, rel=0.01)
+    processor = blip_processor(image_size=384)
+    inputs = processor(images=Image.new("RGB", (500, 375), (30, 120, 200)), return_tensors="pt")
+    assert inputs["pixel_values"].shape == (1, 3, 384, 384)
+    with torch.no_grad():
+        image_embeds = model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
+        ids = model.generate(pixel_values=inputs["pixel_values"], max_new_tokens=4)
+    assert image_embeds.shape == (1, 577, 768)  # (384/16)^2 patches + [CLS]
+    assert ids.shape == (1, 5) and ids[0, 0].item() == 30522  # [DEC] + 4 tokens
+    assert int(ids.max()) < 30524
+
+
+@pytest.mark.slow
+def test_vit_gpt2_captions_one_image_on_cpu():
+    from vlgen.testing.vit_gpt2 import vit_image_processor
+
+    torch.manual_seed(0)
+    model = published_model("vit-gpt2", device="cpu")
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(239e6, rel=0.03)
+    assert model.config.decoder_start_token_id == model.config.pad_token_id == 50256
+    pixel_values = vit_image_processor(image_size=224)(images=Image.new("RGB", (320, 240)), return_tensors="pt")[
+        "pixel_values"
+    ]
+    with torch.no_grad():
+        encoded = model.encoder(pixel_values=pixel_values).last_hidden_state
+        ids = model.generate(pixel_values, max_new_tokens=4, min_new_tokens=4)
+    assert encoded.shape == (1, 197, 768)  # (224/16)^2 patches + [CLS]
+    assert ids.shape == (1, 5) and ids[0, 0].item() == 50256
