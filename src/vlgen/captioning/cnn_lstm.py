@@ -411,7 +411,7 @@ class CnnLstmModel(nn.Module):
         atomic_write_text(out / VOCAB_NAME, json.dumps(self.vocab.itos, ensure_ascii=False) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = out / f".{WEIGHTS_NAME}.tmp"
-        save_file(state, str(tmp), metadata={"format": "pt", "model_type": MODEL_TYPE})
+        save_file(state, str(tmp), metadata={"format": "pt"})
         tmp.replace(out / WEIGHTS_NAME)
         return out
 

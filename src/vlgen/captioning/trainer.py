@@ -117,12 +117,22 @@ def build_captioner(cfg: CaptionTrainConfig, train_records: Sequence[Record]) ->
 
 
 def validation_metric(predictions: list[str], references: list[list[str]], name: str) -> dict[str, float]:
-    """CIDEr/BLEU-4 etc. through vlgen.metrics (pycocoevalcap); {} when the metric can't run here."""
-    try:
-        from vlgen.metrics.text import coco_caption_scores
-    except ImportError:
+    """The metrics `name` needs ("CIDEr+BLEU-4": pycocoevalcap's, as BLIP/LAVIS select checkpoints).
+
+    Returns {} for "loss", or when Java (pycocoevalcap's PTB tokenizer) is missing - then the best model
+    is chosen by validation loss, and the trainer says so.
+    """
+    if name == "loss":
         return {}
-    return coco_caption_scores(predictions, references)
+    from vlgen.metrics import compute_caption_metrics
+    from vlgen.metrics.coco import JavaNotFoundError
+
+    try:
+        scores = compute_caption_metrics(predictions, references, metrics="coco")
+    except JavaNotFoundError:
+        return {}
+    keys = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+    return {k: float(scores.corpus[k]) for k in keys if scores.corpus.get(k) is not None}
 
 
 def best_score(metrics: dict[str, float], name: str, val_loss: float | None) -> float | None:
