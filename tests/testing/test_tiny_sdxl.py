@@ -47,7 +47,6 @@ def test_loaded_pipeline_generates_the_in_memory_image(loaded):
     # may take other kernels; last-bit differences grow a little over the denoising steps). Seed 1 differs by ~0.1.
     np.testing.assert_allclose(image, _generate(tiny_sdxl_pipeline(seed=0)), rtol=0, atol=1e-3)
     assert np.abs(image - _generate(tiny_sdxl_pipeline(seed=1))).max() > 0.01
-    assert seconds < 60, f"2 steps at 64x64 took {seconds:.1f}s; the tiny pipeline takes well under 1s when warm"
 
 
 def test_a_separate_vae_can_be_passed_in(tiny_sdxl_dir, tiny_sdxl_vae_dir, loaded):
