@@ -12,6 +12,7 @@ import typer
 
 from vlgen.cli import caption as _caption
 from vlgen.cli import data as _data
+from vlgen.cli import demo as _demo
 from vlgen.cli import env as _env
 from vlgen.cli import evaluate as _evaluate
 from vlgen.cli import tiny as _tiny
@@ -33,6 +34,7 @@ app.add_typer(_evaluate.app, name="evaluate")
 app.command("tiny")(_tiny.tiny)
 app.command("env")(_env.env)
 app.command("caption")(_caption.caption)
+app.command("demo")(_demo.demo)
 
 
 def main(argv: list[str] | None = None) -> int:
