@@ -107,10 +107,29 @@ def _from_dict(cls: type[T], data: dict, where: str) -> T:
         raise ConfigError(f"{where}: {e}") from None
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the recipes that ship with vlgen (`--config NAME`), e.g. `blip-diffusiondb`."""
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def locate_config(ref: str | Path) -> Path:
+    """A yaml path, or the name of a shipped recipe."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_CONFIGS / f"{ref}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"config file {ref} does not exist, and it is not a shipped recipe ({', '.join(shipped_configs())})"
+    )
+
+
 def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+    path = locate_config(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -126,6 +145,7 @@ def resolve_config(cls: type[T], config_file: str | Path | None = None, override
     """defaults -> yaml (if given) -> overrides whose value is not None."""
     data: dict[str, Any] = {}
     if config_file is not None:
+        config_file = locate_config(config_file)
         data.update({k.replace("-", "_"): v for k, v in load_yaml(config_file).items()})
         cfg = _from_dict(cls, data, str(config_file))
     else:

@@ -138,3 +138,23 @@ def test_config_file_and_cli_override(synth, tmp_path):
     saved = (out / "config.yaml").read_text()
     assert "epochs: 1" in saved and "encoder: tiny" in saved
     assert Path(out / "best").is_dir()  # no validation split: last model doubles as best
+
+
+@pytest.mark.parametrize("name", __import__("vlgen.config", fromlist=["x"]).shipped_configs())
+def test_shipped_recipes_resolve(name):
+    from vlgen.config import resolve_config
+
+    cfg = resolve_config(CaptionTrainConfig, name, {"data": "d", "out": "o"})
+    assert cfg.model in {"cnn-lstm", "blip", "vit-gpt2"}
+    assert cfg.metric_for_best_model == "CIDEr+BLEU-4"
+
+
+def test_seed_recipes_carry_the_write_ups_settings():
+    from vlgen.config import resolve_config
+
+    blip = resolve_config(CaptionTrainConfig, "blip-diffusiondb")
+    assert (blip.epochs, blip.learning_rate, blip.lr_scheduler) == (10, 1e-4, "cosine_restarts")
+    assert (blip.weight_decay, blip.gradient_accumulation_steps, blip.max_length) == (1e-6, 4, 128)
+    vg = resolve_config(CaptionTrainConfig, "vit-gpt2-diffusiondb")
+    assert (vg.epochs, vg.train_batch_size, vg.gradient_accumulation_steps, vg.learning_rate) == (6, 4, 2, 5e-5)
+    assert (vg.mixed_precision, vg.max_length, vg.num_beams) == ("fp16", 80, 4)

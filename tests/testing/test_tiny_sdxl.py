@@ -1,6 +1,5 @@
 """Tiny SDXL: the pipeline directory loads like the real one, generates, and takes a separate `vae=`."""
 
-
 import numpy as np
 import pytest
 import torch

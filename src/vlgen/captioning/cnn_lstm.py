@@ -125,14 +125,18 @@ class CnnLstmConfig:
 
 # ----------------------------------------------------------------------------------------------- encoder
 class TinyEncoder(nn.Module):
-    """A small conv stack (stride 2 per block) for tests and the CPU demo: (B,3,S,S) -> (B,C,S/2^n,S/2^n)."""
+    """A small conv stack (stride 2 per block) for tests and the CPU demo: (B,3,S,S) -> (B,C,S/2^n,S/2^n).
+
+    GroupNorm rather than BatchNorm: trained from scratch with small batches, BatchNorm's running statistics
+    lag behind the weights and make eval-mode (validation, captioning) outputs swing from epoch to epoch.
+    """
 
     def __init__(self, channels: Sequence[int]) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.ReLU(inplace=True)]
             c_in = c
         self.features = nn.Sequential(*layers)
         self.out_channels = c_in
