@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlgen.captioning.checkpointing import list_checkpoints
+from vlgen.checkpointing import list_checkpoints
 from vlgen.captioning.train_config import CaptionTrainConfig
 from vlgen.captioning.trainer import epoch_batches, train_captioner
 from vlgen.cli import main

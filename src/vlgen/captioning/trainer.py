@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from vlgen.captioning.base import Captioner
-from vlgen.captioning.checkpointing import (
+from vlgen.checkpointing import (
     list_checkpoints,
     load_checkpoint,
     resolve_resume,
