@@ -15,3 +15,12 @@ def test_compare_change_and_relative_change():
 def test_zero_baseline_has_no_relative_change():
     (row,) = compare_scores({"BLEU-4": 0.0}, {"BLEU-4": 0.1})
     assert row["change"] == 0.1 and row["relative_change"] is None
+
+
+def test_near_zero_baseline_has_no_relative_change():
+    from vlgen.metrics import compare_scores
+
+    rows = compare_scores({"BLEU-4": 1e-12, "CIDEr": 0.5}, {"BLEU-4": 0.2, "CIDEr": 0.75})
+    by = {r["metric"]: r for r in rows}
+    assert by["BLEU-4"]["relative_change"] is None and by["BLEU-4"]["change"] > 0.19
+    assert by["CIDEr"]["relative_change"] == 0.5

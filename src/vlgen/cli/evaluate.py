@@ -147,7 +147,10 @@ def compare(
         obj = {"a": str(a), "b": str(b), "metrics": rows}
         out.print(json.dumps(obj, ensure_ascii=False), markup=False, highlight=False)
         return
-    table = Table(title=f"A = {a.name}   B = {b.name}")
+    label_a, label_b = (
+        (a.name, b.name) if a.name != b.name else (f"{a.parent.name}/{a.name}", f"{b.parent.name}/{b.name}")
+    )
+    table = Table(title=f"A = {label_a}   B = {label_b}")
     for name in ("metric", "A", "B", "change", "relative"):
         table.add_column(name, justify="left" if name == "metric" else "right")
     for r in rows:
