@@ -9,15 +9,59 @@ generation time. The text LM head shifts labels itself and applies BLIP's label 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import types
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from vlgen.captioning.base import Captioner, strip_captions
 from vlgen.hub import DEFAULT_MODELS, resolve_model
+
+
+def _sdpa_blip_attention_forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """`BlipAttention.forward` (the ViT's self-attention) through `F.scaled_dot_product_attention`.
+
+    Same math as transformers' eager forward - softmax(Q K^T * head_dim^-0.5) V, no mask, dropout off in
+    eval - but one fused kernel instead of matmul, scale, softmax and matmul over a (B, H, T, T) tensor
+    (T = 577 at 384 px: 8 x 12 x 577 x 577 fp32 = 128 MB written several times per layer). Attention
+    probabilities are not returned (None), which only `output_attentions` would have wanted.
+    """
+    bsz, tgt_len, embed_dim = hidden_states.shape  # (B, T, C)
+    qkv = self.qkv(hidden_states).reshape(bsz, tgt_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    context = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.scale)  # (B, H, T, d)
+    return self.projection(context.transpose(1, 2).reshape(bsz, tgt_len, embed_dim)), None
+
+
+@contextmanager
+def sdpa_vision_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Run BLIP's vision encoder with SDPA attention inside the block (inference only; restored after).
+
+    transformers' BLIP has no SDPA implementation (`from_pretrained(..., attn_implementation="sdpa")`
+    raises "does not support an attention implementation through ... scaled_dot_product_attention yet"),
+    so the ViT attention modules get `_sdpa_blip_attention_forward` for the duration of the block. Outputs
+    match eager to fp32 rounding (greedy captions identical: tests/captioning/test_blip_fast_path.py).
+    Measured on B1 (benchmarks/bench_caption_b1.py): MEASURED_SDPA
+    Training (`loss`) never runs inside this block, so dropout and gradients keep transformers' own path.
+    """
+    from transformers.models.blip.modeling_blip import BlipAttention
+
+    vision = getattr(model, "vision_model", None)
+    patched = []
+    for module in vision.modules() if vision is not None else ():
+        # Skip modules already patched (a concurrent or nested call): they keep theirs and restore it.
+        if isinstance(module, BlipAttention) and "forward" not in module.__dict__:
+            module.forward = types.MethodType(_sdpa_blip_attention_forward, module)
+            patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 class BlipCaptioner(Captioner):
@@ -41,20 +85,21 @@ class BlipCaptioner(Captioner):
         pv = self.processor(images=list(images), return_tensors="pt").pixel_values
         return pv.to(self.device, dtype=self.model.dtype)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # vs no_grad: MEASURED_INFMODE
     def generate(
         self, images: Sequence[Image.Image], num_beams: int = 1, max_new_tokens: int = 30, **generate_kwargs: Any
     ) -> list[str]:
         was_training = self.model.training
         self.model.eval()
         try:
-            ids = self.model.generate(
-                pixel_values=self._pixel_values(images),
-                num_beams=num_beams,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                **generate_kwargs,
-            )
+            with sdpa_vision_attention(self.model):
+                ids = self.model.generate(
+                    pixel_values=self._pixel_values(images),
+                    num_beams=num_beams,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    **generate_kwargs,
+                )
         finally:
             self.model.train(was_training)
         return strip_captions(self.processor.batch_decode(ids, skip_special_tokens=True))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-
 # Below this a baseline is treated as zero: pycocoevalcap's BLEU of a zero-match corpus is ~1e-9..1e-12.
 MIN_BASELINE = 1e-6
 
