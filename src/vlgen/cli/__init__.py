@@ -15,6 +15,8 @@ from vlgen.cli import data as _data
 from vlgen.cli import demo as _demo
 from vlgen.cli import env as _env
 from vlgen.cli import evaluate as _evaluate
+from vlgen.cli import serve as _serve
+from vlgen.cli import t2i as _t2i
 from vlgen.cli import tiny as _tiny
 from vlgen.cli import train as _train
 from vlgen.cli._console import err
@@ -35,6 +37,9 @@ app.command("tiny")(_tiny.tiny)
 app.command("env")(_env.env)
 app.command("caption")(_caption.caption)
 app.command("demo")(_demo.demo)
+app.command("autocaption")(_t2i.autocaption)
+app.command("generate")(_t2i.generate)
+app.command("serve")(_serve.serve)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""`vlgen evaluate ...`: score captions/prompts and compare two runs (thin wrappers over vlgen.metrics/report)."""
+"""`vlgen evaluate ...`: score captions/prompts, compare two runs, score generated images (thin wrappers over
+vlgen.metrics/report)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ from vlgen.cli._console import err, out
 from vlgen.errors import ConfigError
 
 app = typer.Typer(
-    help="Score captions or prompts (coco-caption, sacreBLEU, ROUGE, BERTScore, ...).", no_args_is_help=True
+    help="Score captions or prompts (coco-caption, sacreBLEU, ROUGE, BERTScore, ...) and generated images.",
+    no_args_is_help=True,
 )
+
+# Gatys et al. 2016 style layers (relu outputs of conv1_1 ... conv5_1); the same default as vlgen.metrics.image.
+# Written here so `--help` needs no torch import.
+_GRAM_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 _METRICS_HELP = "Comma-separated groups: coco, spice, sacrebleu, rouge, bertscore, combined, prompt_similarity, or all."
 
@@ -159,4 +165,107 @@ def compare(
         rel = "-" if r["relative_change"] is None else f"{r['relative_change']:+.0%}"
         change = "-" if r["change"] is None else f"{r['change']:+.4f}"
         table.add_row(r["metric"], _fmt(r["a"]), _fmt(r["b"]), change, rel)
+    out.print(table)
+
+
+def _first_clause(reason: str) -> str:
+    """The table's short note; the whole reason is printed above it and kept in settings."""
+    for sep in ("; ", ". "):
+        reason = reason.split(sep, 1)[0]
+    return reason
+
+
+@app.command("images")
+def images(
+    gen_dir: Path = typer.Argument(..., help="Folder of generated images (with `vlgen generate`'s metadata.jsonl)."),
+    prompts: Path | None = typer.Option(
+        None,
+        "--prompts",
+        help="Prompts: JSONL with file_name + prompt, or a text file with one prompt per line for the images "
+        "in sorted file-name order. Default: GEN_DIR/metadata.jsonl.",
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Dataset folder whose metadata.jsonl gives each file_name's prompt (or `text`)."
+    ),
+    references: Path | None = typer.Option(
+        None, "--references", help="Folder of reference images (CLIP-I, DINO, Gram, FID, KID)."
+    ),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object to stdout instead of a table."),
+    metrics: str = typer.Option(
+        "all", "--metrics", help="Comma-separated: CLIP-T, CLIP-I, DINO, Gram, FID, KID, or all."
+    ),
+    clip_model: str | None = typer.Option(
+        None, "--clip-model", help="CLIP model dir or hub id [default: openai/clip-vit-large-patch14]."
+    ),
+    dino_model: str | None = typer.Option(
+        None, "--dino-model", help="DINO ViT dir or hub id [default: facebook/dino-vits16]."
+    ),
+    vgg_weights: Path | None = typer.Option(
+        None, "--vgg-weights", help="VGG19 state-dict file (or tiny-VGG dir) for Gram [default: torchvision ImageNet]."
+    ),
+    gram_layers: str = typer.Option(
+        ",".join(_GRAM_LAYERS), "--gram-layers", help="VGG layers for Gram (Gatys et al. 2016 style layers)."
+    ),
+    gram_size: int = typer.Option(256, "--gram-size", min=16, help="Shorter side (then centre crop) for VGG."),
+    inception_weights: Path | None = typer.Option(
+        None,
+        "--inception-weights",
+        help="Local pt_inception-2015-12-05 / torch-fidelity Inception weights for FID/KID.",
+    ),
+    fid_min_images: int = typer.Option(
+        2048, "--fid-min-images", min=2, help="Refuse FID when either set is smaller (2048 = feature dimension)."
+    ),
+    kid_subsets: int = typer.Option(100, "--kid-subsets", min=1),
+    kid_subset_size: int = typer.Option(1000, "--kid-subset-size", min=2, help="Clipped to the smaller set."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Write report.html, metrics.json, per_image.jsonl."),
+    device: str = typer.Option("cpu", "--device"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed", help="Seed of KID's subset sampling."),
+) -> None:
+    """CLIP-T, CLIP-I, DINO, Gram style distance, FID and KID of generated images (see vlgen.metrics.image)."""
+    from vlgen.metrics.image import IMAGE_METRIC_KEYS, LOWER_IS_BETTER, compute_image_metrics, parse_image_metrics
+    from vlgen.report.images import ImageFiles, list_images, probe_all, read_generated
+
+    wanted = parse_image_metrics(metrics)
+    layers = tuple(s.strip() for s in gram_layers.split(",") if s.strip())
+    gen = read_generated(gen_dir, prompts=prompts, data=data)
+    ref_paths = [references / n for n in list_images(references, "reference images")] if references else None
+    probe_all(gen.paths + (ref_paths or []))
+    scores = compute_image_metrics(
+        ImageFiles(gen.paths), gen.prompts, ImageFiles(ref_paths) if ref_paths else None, metrics=wanted,
+        clip_model=clip_model, dino_model=dino_model, vgg_weights=vgg_weights, gram_layers=layers,
+        gram_image_size=gram_size, inception_weights=inception_weights, fid_min_images=fid_min_images,
+        kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, device=device, batch_size=batch_size,
+    )  # fmt: skip
+    scores.settings["inputs"] = {
+        "generated": str(gen_dir),
+        "prompts": gen.prompt_source,
+        "references": str(references) if references else None,
+    }
+    unavailable = scores.settings["unavailable"]
+    for key, why in unavailable.items():
+        if key in wanted:
+            err.print(f"note: {key} not computed: {why}", markup=False)
+    if out_dir is not None:
+        from vlgen.report.images import write_image_report
+
+        files = write_image_report(out_dir, gen, ref_paths, scores)
+        err.print(f"wrote {files['report']} (and metrics.json, per_image.jsonl, thumbs/)", markup=False)
+    obj = scores.to_json()
+    if json_:
+        out.print(json.dumps(obj, ensure_ascii=False), markup=False, highlight=False)
+        return
+    table = Table(title=f"{gen_dir}: {scores.n_generated} generated, {scores.n_references} references")
+    for name, justify in (("metric", "left"), ("score", "right"), ("better", "left"), ("model", "left")):
+        table.add_column(name, justify=justify)
+    table.add_column("note", style="dim")
+    for key in IMAGE_METRIC_KEYS:
+        s = scores.settings.get(key, {})
+        value = obj[key]
+        text = "-" if value is None else f"{value:.6g}" if key in ("Gram", "KID") else f"{value:.4f}"
+        if key == "KID" and value is not None:
+            text += f" ± {s['std']:.2g} ({s['subsets']}x{s['subset_size']})"
+        better = "lower" if key in LOWER_IS_BETTER else "higher"
+        note = "" if value is not None else _first_clause(unavailable.get(key, ""))
+        table.add_row(key, text, better, str(s.get("model") or s.get("weights") or ""), note)
     out.print(table)

@@ -1,0 +1,241 @@
+"""SPEC.md setting B1: BLIP-base captioning throughput on CPU - vlgen caption vs transformers' pipeline.
+
+    .venv/bin/python benchmarks/bench_caption_b1.py [--images 8] [--repeats 3] [--threads N] [--out PATH]
+
+Model: `BlipForConditionalGeneration(BlipConfig())` with `vision_config.image_size = 384` (blip-base sizes,
+224M parameters), random weights (seed 0); processor `vlgen.testing.blip.blip_processor(384)` (BlipImageProcessor,
+bicubic 384x384, CLIP mean/std, + the bert-base-uncased vocab with [DEC]/[ENC]). Inputs: random RGB 640x480
+PNGs on disk. Greedy, `max_new_tokens = min_new_tokens = 20`. Every method starts from the image files and ends
+with caption strings. Rows, in s/image:
+- vlgen_caption: `caption_images` (behind `vlgen caption`), the CLI's default --batch-size, `BlipCaptioner.generate`;
+- pipeline: `pipeline("image-text-to-text", model=..., processor=...)` one image at a time, `text=""`;
+- generate_batch8: plain `processor(...)` + `model.generate` + `batch_decode`, 8 images per call;
+- encoder_eager / encoder_vlgen: `model.vision_model` alone (transformers' eager attention / vlgen's SDPA patch),
+  batches of 8, against the floor 112 GFLOP/image (ViT-B/16 at 384 px) / the fp32 rate of a 2048x2048 `torch.mm`.
+Methods alternate within a repeat (the order rotates); medians over repeats. The machines are shared: the load
+average is recorded, and only ratios from one run are meaningful. Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+VIT_B16_384_GFLOP = 112.0  # 12 layers x (linear 8.2 + attention 1.0) GFLOP at 577 tokens, + patch embedding
+MAX_NEW_TOKENS = 20
+
+
+def _default_batch_size() -> int:
+    from vlgen.cli.caption import caption
+
+    return inspect.signature(caption).parameters["batch_size"].default.default  # the typer.Option's default
+
+
+def build_b1(seed: int = 0):
+    import torch
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    from vlgen.testing.blip import blip_processor
+
+    config = BlipConfig()
+    config.vision_config.image_size = 384
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config).eval()
+    return model, blip_processor(384)
+
+
+def write_images(folder: Path, n: int, seed: int) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = folder / f"img_{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=8, help="at least 8")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--batch-size", type=int, default=None, help="vlgen's batch (default: vlgen caption's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_caption_b1.json")
+    args = ap.parse_args(argv)
+    if args.images < 8:
+        ap.error(f"--images must be at least 8 (SPEC B1), got {args.images}")
+
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    from vlgen.captioning.batch import caption_images
+    from vlgen.captioning.blip import BlipCaptioner, sdpa_vision_attention
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch_size = args.batch_size or _default_batch_size()
+    model, processor = build_b1(args.seed)
+    fixed = {"max_new_tokens": MAX_NEW_TOKENS, "min_new_tokens": MAX_NEW_TOKENS, "do_sample": False, "num_beams": 1}
+
+    class FixedLengthBlip(BlipCaptioner):
+        """vlgen's BlipCaptioner, only adding min_new_tokens (caption_images has no generate_kwargs)."""
+
+        def generate(self, images, num_beams=1, max_new_tokens=30, **kw):
+            return super().generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=20)
+
+    captioner = FixedLengthBlip(model, processor)
+    pipe = pipeline("image-text-to-text", model=model, processor=processor)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_images(Path(tmp), args.images, args.seed)
+        items = [(p.name, p) for p in paths]
+        pv_all = processor(images=[Image.open(p).convert("RGB") for p in paths], return_tensors="pt").pixel_values
+
+        def run_vlgen() -> list[str]:
+            rows: list[dict] = []
+            caption_images(captioner, items, None, batch_size=batch_size, num_beams=1, max_new_tokens=20,
+                           echo=rows.append)  # fmt: skip
+            return [r["caption"] for r in rows]
+
+        def run_pipeline() -> list[str]:
+            out = [pipe(str(p), text="", generate_kwargs=fixed)[0]["generated_text"] for p in paths]
+            return [" ".join(t.split()) for t in out]
+
+        def run_generate() -> list[str]:
+            caps = []
+            with torch.inference_mode():
+                for s in range(0, len(paths), 8):
+                    ims = [Image.open(p).convert("RGB") for p in paths[s : s + 8]]
+                    ids = model.generate(pixel_values=processor(images=ims, return_tensors="pt").pixel_values, **fixed)
+                    caps += [" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True)]
+            return caps
+
+        def run_encoder(sdpa: bool):
+            def f():
+                with torch.inference_mode(), (sdpa_vision_attention(model) if sdpa else _null()):
+                    for s in range(0, len(pv_all), 8):
+                        model.vision_model(pixel_values=pv_all[s : s + 8])
+
+            return f
+
+        def run_matmul() -> float:  # GFLOP/s, best of 3 (the rate the hardware can reach right now)
+            ts = []
+            for _ in range(3):
+                t = time.perf_counter()
+                torch.mm(a, b)
+                ts.append(time.perf_counter() - t)
+            return 2 * 2048**3 / min(ts) / 1e9
+
+        methods = {
+            "vlgen_caption": run_vlgen,
+            "pipeline": run_pipeline,
+            "generate_batch8": run_generate,
+            "encoder_eager": run_encoder(False),
+            "encoder_vlgen": run_encoder(True),
+        }
+        # warm-up (first-call allocations, lazy imports) on 2 images; captions compared on a full run below
+        with torch.inference_mode():
+            model.generate(pixel_values=pv_all[:2], **fixed)
+        pipe(str(paths[0]), text="", generate_kwargs=fixed)
+        run_matmul()
+
+        times: dict[str, list[float]] = {k: [] for k in methods}
+        rates: list[float] = []
+        captions: dict[str, list[str]] = {}
+        load = [os.getloadavg()[0]]
+        names = list(methods)
+        for r in range(args.repeats):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            rates.append(run_matmul())
+            for name in order:
+                t = time.perf_counter()
+                got = methods[name]()
+                times[name].append((time.perf_counter() - t) / args.images)
+                if isinstance(got, list):
+                    captions.setdefault(name, got)
+                rates.append(run_matmul())
+                load.append(os.getloadavg()[0])
+            done = ", ".join(f"{k} {v[-1]:.3f}" for k, v in times.items())
+            print(f"repeat {r + 1}: {done} s/image", flush=True)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rate = statistics.median(rates)
+    floor = VIT_B16_384_GFLOP / rate
+    result = {
+        "setting": "B1",
+        "images": args.images,
+        "repeats": args.repeats,
+        "vlgen_batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "matmul_gflops": rate,
+        "encoder_floor_s_per_image": floor,
+        "s_per_image": med,
+        "s_per_image_all": times,
+        "encoder_vs_floor": {k: med[k] / floor for k in ("encoder_eager", "encoder_vlgen")},
+        "vlgen_speedup_vs_pipeline": med["pipeline"] / med["vlgen_caption"],
+        "vlgen_speedup_vs_generate_batch8": med["generate_batch8"] / med["vlgen_caption"],
+        "captions_identical": {k: captions[k] == captions["generate_batch8"] for k in ("vlgen_caption", "pipeline")},
+        "example_caption": captions["generate_batch8"][0],
+        "loadavg_1min": {"min": min(load), "median": statistics.median(load), "max": max(load)},
+        "versions": _versions(),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+    }
+    _print_table(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    tmp_out.replace(args.out)
+    print(f"wrote {args.out}")
+    return result
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def _print_table(r: dict) -> None:
+    med, floor = r["s_per_image"], r["encoder_floor_s_per_image"]
+    print(
+        f"\nB1: {r['images']} images 640x480 -> 384, greedy 20 tokens, {r['threads']} threads, median of "
+        f"{r['repeats']}; matmul {r['matmul_gflops']:.0f} GFLOP/s; load avg {r['loadavg_1min']['median']:.1f}"
+    )
+    print(f"{'method':<18}{'s/image':>9}{'images/s':>10}  note")
+    notes = {
+        "vlgen_caption": f"batch {r['vlgen_batch_size']}; {r['vlgen_speedup_vs_pipeline']:.2f}x pipeline images/s",
+        "pipeline": "one image per call",
+        "generate_batch8": "plain model.generate",
+        "encoder_eager": f"{r['encoder_vs_floor']['encoder_eager']:.2f}x floor",
+        "encoder_vlgen": f"{r['encoder_vs_floor']['encoder_vlgen']:.2f}x floor (SDPA)",
+    }
+    for k, v in med.items():
+        print(f"{k:<18}{v:>9.3f}{1 / v:>10.3f}  {notes[k]}")
+    print(f"{'encoder floor':<18}{floor:>9.3f}{1 / floor:>10.3f}  {VIT_B16_384_GFLOP:.0f} GFLOP / matmul rate")
+    print(f"captions identical to plain generate: {r['captions_identical']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""`vlgen autocaption` and `vlgen generate` (thin wrappers over vlgen.t2i.autocaption / vlgen.t2i.generate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vlgen.hub import DEFAULT_MODELS
+
+
+def autocaption(
+    folder: Path = typer.Argument(..., help="Folder of images; its metadata.jsonl is written/updated."),
+    model: str = typer.Option("blip", "--model", help="Captioner: blip, vit-gpt2, cnn-lstm dir, hub id or dir."),
+    template: str = typer.Option(
+        "{caption}",
+        "--template",
+        help="Prompt template with {caption}, e.g. 'a 3D icon in the style of TOK, {caption}'.",
+    ),
+    caption_column: str = typer.Option("text", "--caption-column", help="Column to write (e.g. prompt)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recaption images that already have a caption."),
+    on_error: str = typer.Option("fail", "--on-error", help="Unreadable images: fail (exit 1) or skip."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per captioner call."),
+    num_beams: int = typer.Option(3, "--num-beams", help="Beam width (1 = greedy)."),
+    max_new_tokens: int = typer.Option(30, "--max-new-tokens", help="Longest caption, in tokens."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda ... (default: cuda when available)."),
+) -> None:
+    """Caption every image of FOLDER into metadata.jsonl (for `vlgen train lora --caption-column`)."""
+    import torch
+
+    from vlgen.cli._console import err, out
+    from vlgen.t2i.autocaption import autocaption as run
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    res = run(
+        folder, model=model, template=template, caption_column=caption_column, overwrite=overwrite,
+        on_error=on_error, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens, device=dev,
+    )  # fmt: skip
+    for name, why in res.failed:
+        err.print(f"skipped {name}: {why}")
+    out.print(f"captioned {len(res.captioned)}, kept {len(res.kept)}, failed {len(res.failed)}: {res.metadata}")
+
+
+def generate(
+    prompts: list[str] = typer.Argument(None, help="Prompts (or use --prompts-file)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder: images + metadata.jsonl (and compare.png)."),
+    base: str = typer.Option(DEFAULT_MODELS["sdxl"], "--base", "--pretrained-model-name-or-path", help="SDXL base."),
+    vae: str | None = typer.Option(None, "--vae", help="Separate VAE (e.g. madebyollin/sdxl-vae-fp16-fix)."),
+    lora: str | None = typer.Option(None, "--lora", help="LoRA: a `vlgen train lora` output dir or .safetensors."),
+    lora_scale: float = typer.Option(1.0, "--lora-scale", help="LoRA strength."),
+    compare: bool = typer.Option(False, "--compare", help="Also generate without the LoRA: base/, lora/, compare.png."),
+    prompts_file: Path | None = typer.Option(None, "--prompts-file", help="One prompt per line."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first image (then seed+1, ...)."),
+    num_inference_steps: int = typer.Option(30, "--num-inference-steps"),
+    guidance_scale: float = typer.Option(5.0, "--guidance-scale"),
+    width: int | None = typer.Option(None, "--width", help="Default: the model's native size."),
+    height: int | None = typer.Option(None, "--height", help="Default: the model's native size."),
+    num_images_per_prompt: int = typer.Option(1, "--num-images-per-prompt"),
+    negative_prompt: str | None = typer.Option(None, "--negative-prompt"),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda ... (default: cuda when available)."),
+) -> None:
+    """Generate SDXL images (optionally with a LoRA) with a metadata.jsonl; --compare for base vs LoRA."""
+    from vlgen.cli._console import out
+    from vlgen.t2i.generate import GenerateSettings, check_settings, read_prompts
+    from vlgen.t2i.generate import generate as run
+
+    settings = GenerateSettings(
+        base=base, vae=vae, lora=lora, lora_scale=lora_scale, seed=seed, num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale, width=width, height=height, num_images_per_prompt=num_images_per_prompt,
+        device=device, negative_prompt=negative_prompt,
+    )  # fmt: skip
+    texts = read_prompts(prompts or [], prompts_file)
+    check_settings(settings)
+    res = run(texts, out_dir, settings, compare=compare)
+    grid = f"; grid {res['grid']}" if res["grid"] else ""
+    out.print(f"generated {res['images']} images in {', '.join(res['dirs'])}{grid}")

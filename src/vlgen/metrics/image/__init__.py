@@ -1,0 +1,326 @@
+"""Image metrics for text-to-image runs: PIL images and prompts in, numbers out (never paths or argv).
+
+    scores = compute_image_metrics(generated, prompts, references)   # lists of PIL images / strings
+    scores.corpus["CLIP-T"], scores.per_image[0]["DINO"], scores.settings["CLIP-T"]["model"]
+
+=========  ==========================================================================  ===============
+key        definition                                                                  module
+=========  ==========================================================================  ===============
+CLIP-T     100 * max(cos(CLIP image, CLIP prompt), 0), mean over images (CLIPScore)   clip.py
+CLIP-I     mean CLIP image-embedding cosine over generated x reference pairs           clip.py
+DINO       the same with DINO ViT-S/16 [CLS] embeddings (DreamBooth)                   dino.py
+Gram       mean squared difference of normalised VGG19 Gram matrices (Gatys style)    gram.py
+FID        Frechet distance of Inception pool features (refused below 2048 images)    fid.py
+KID        unbiased polynomial-kernel MMD^2 of the same features, over subsets         fid.py
+=========  ==========================================================================  ===============
+
+Every key of `IMAGE_METRIC_KEYS` is always present in `corpus`; a metric that could not run is None and
+`settings["unavailable"][key]` says why (no prompts, no references, model not available offline, too few
+images for FID, torch-fidelity missing). A model the caller names explicitly must load - its failure is
+an error; only the *default* models degrade to None when they are not available.
+
+`generated`/`references` may be any sequence of PIL images, including a lazy one that decodes on access:
+images are read one batch at a time, once per metric family.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from vlgen.errors import ConfigError, DataError, ModelNotAvailableError
+from vlgen.metrics.image.clip import (
+    ClipBundle,
+    clip_image_embeddings,
+    clip_t_scores,
+    clip_text_embeddings,
+    load_clip,
+    mean_pairwise_cosine,
+)
+from vlgen.metrics.image.dino import DinoBundle, dino_embeddings, load_dino
+from vlgen.metrics.image.fid import (
+    DEFAULT_FID_MIN_IMAGES,
+    DEFAULT_KID_SUBSET_SIZE,
+    DEFAULT_KID_SUBSETS,
+    KID_MIN_IMAGES,
+    FidRefused,
+    check_fid_sizes,
+    frechet_distance,
+    inception_features,
+    kernel_inception_distance,
+    load_inception,
+)
+from vlgen.metrics.image.gram import (
+    DEFAULT_GRAM_IMAGE_SIZE,
+    VGG19_STYLE_LAYERS,
+    gram_distance_matrix,
+    gram_distances,
+    gram_matrix,
+    load_vgg,
+)
+
+IMAGE_METRIC_KEYS = ("CLIP-T", "CLIP-I", "DINO", "Gram", "FID", "KID")
+PER_IMAGE_KEYS = ("CLIP-T", "CLIP-I", "DINO", "Gram")  # FID/KID are set statistics, no per-image value
+# Higher is better for CLIP-T, CLIP-I, DINO; lower is better for Gram, FID, KID.
+LOWER_IS_BETTER = frozenset({"Gram", "FID", "KID"})
+
+T = TypeVar("T")
+
+
+@dataclass
+class ImageScores:
+    """Set-level scores (`corpus[key]`), one dict per generated image (`per_image[i][key]`), and settings."""
+
+    corpus: dict[str, float | None]
+    per_image: list[dict[str, float]]
+    n_generated: int
+    n_references: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `vlgen evaluate images --json` object."""
+        return {
+            **{k: self.corpus.get(k) for k in IMAGE_METRIC_KEYS},
+            "n_generated": self.n_generated,
+            "n_references": self.n_references,
+            "settings": self.settings,
+        }
+
+
+def parse_image_metrics(spec: str | Iterable[str] | None) -> tuple[str, ...]:
+    """'CLIP-T,DINO' or a list -> validated keys (case-insensitive); None/'all' -> every metric."""
+    if spec is None or spec == "all":
+        return IMAGE_METRIC_KEYS
+    by_lower = {k.lower(): k for k in IMAGE_METRIC_KEYS}
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    bad = [s for s in items if s.lower() not in by_lower]
+    if bad or not items:
+        raise ConfigError(
+            f"unknown image metric(s) {', '.join(bad) or '(none)'}; choose from {', '.join(IMAGE_METRIC_KEYS)}"
+        )
+    return tuple(dict.fromkeys(by_lower[s.lower()] for s in items))
+
+
+def check_image_inputs(
+    generated: Sequence[Any], prompts: Sequence[Any] | None, references: Sequence[Any] | None
+) -> None:
+    """DataError for empty sets and prompts that do not pair up one-to-one with the generated images."""
+    if len(generated) == 0:
+        raise DataError("nothing to score: no generated images")
+    if references is not None and len(references) == 0:
+        raise DataError("the reference set is empty")
+    if prompts is not None:
+        if len(prompts) != len(generated):
+            raise DataError(f"{len(generated)} generated images but {len(prompts)} prompts")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str) or not p.strip():
+                raise DataError(f"image {i}: prompt {p!r} is not a non-empty string")
+
+
+def _load_or_none(
+    ref: str | os.PathLike | None, default: Any, loader: Callable[[Any], T], unavailable: dict, keys: Sequence[str]
+) -> T | None:
+    """Load `ref` (errors propagate: the user named it) or the default (unavailable -> None + reason)."""
+    if ref is not None:
+        return loader(ref)
+    try:
+        return loader(default)
+    except ModelNotAvailableError as e:
+        for k in keys:
+            unavailable[k] = str(e)
+        return None
+
+
+def compute_image_metrics(
+    generated: Sequence[Any],
+    prompts: Sequence[str] | None = None,
+    references: Sequence[Any] | None = None,
+    *,
+    metrics: Iterable[str] | str | None = None,
+    clip_model: str | os.PathLike | None = None,
+    dino_model: str | os.PathLike | None = None,
+    vgg_weights: str | os.PathLike | None = None,
+    gram_layers: Sequence[str] = VGG19_STYLE_LAYERS,
+    gram_image_size: int = DEFAULT_GRAM_IMAGE_SIZE,
+    inception_weights: str | os.PathLike | None = None,
+    fid_min_images: int = DEFAULT_FID_MIN_IMAGES,
+    kid_subsets: int = DEFAULT_KID_SUBSETS,
+    kid_subset_size: int = DEFAULT_KID_SUBSET_SIZE,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 16,
+) -> ImageScores:
+    """Score generated images against their prompts (CLIP-T) and a reference set (the rest).
+
+    `prompts[i]` belongs to `generated[i]`; None skips CLIP-T, `references=None` skips the others (each
+    with a reason in `settings["unavailable"]`). Models: None = the default (`vlgen.hub.DEFAULT_MODELS`,
+    torchvision's VGG19, torch-fidelity's Inception), which may be unavailable offline; a value given
+    here must load or an error is raised.
+    """
+    from vlgen.hub import DEFAULT_MODELS
+
+    wanted = parse_image_metrics(metrics)
+    check_image_inputs(generated, prompts, references)
+    n_gen, n_ref = len(generated), len(references) if references is not None else 0
+    corpus: dict[str, float | None] = dict.fromkeys(IMAGE_METRIC_KEYS)
+    per_image: list[dict[str, float]] = [{} for _ in range(n_gen)]
+    unavailable: dict[str, str] = {}
+    settings: dict[str, Any] = {"metrics": list(wanted), "device": device, "unavailable": unavailable}
+    for k in IMAGE_METRIC_KEYS:
+        if k not in wanted:
+            unavailable[k] = "not requested (--metrics)"
+    if prompts is None and "CLIP-T" in wanted:
+        unavailable["CLIP-T"] = "no prompts: give --prompts FILE, --data DIR, or a metadata.jsonl in the image folder"
+    if references is None:
+        for k in ("CLIP-I", "DINO", "Gram", "FID", "KID"):
+            if k in wanted:
+                unavailable[k] = "no reference images (--references DIR)"
+
+    def todo(*keys: str) -> list[str]:
+        return [k for k in keys if k not in unavailable]
+
+    # --- CLIP-T and CLIP-I share one model and one pass over the generated images.
+    if todo("CLIP-T", "CLIP-I"):
+        keys = todo("CLIP-T", "CLIP-I")
+        clip: ClipBundle | None = _load_or_none(
+            clip_model, DEFAULT_MODELS["clip"], lambda r: load_clip(str(r), device=device), unavailable, keys
+        )
+        if clip is not None:
+            gen_emb = clip_image_embeddings(clip, generated, batch_size=batch_size)
+            info = {"model": clip.name, "source": clip.source}
+            if "CLIP-T" in keys:
+                text_emb, truncated = clip_text_embeddings(clip, list(prompts or []))
+                scores = clip_t_scores(gen_emb, text_emb)
+                corpus["CLIP-T"] = float(scores.mean())
+                for row, s in zip(per_image, scores.tolist(), strict=True):
+                    row["CLIP-T"] = s
+                settings["CLIP-T"] = {
+                    **info,
+                    "n_images": n_gen,
+                    "definition": "mean over images of 100 * max(cos(image, prompt), 0)",
+                    "max_tokens": clip.max_text_tokens,
+                    "truncated_prompts": truncated,
+                }
+            if "CLIP-I" in keys:
+                sims = mean_pairwise_cosine(gen_emb, clip_image_embeddings(clip, references, batch_size=batch_size))
+                corpus["CLIP-I"] = float(sims.mean())
+                for row, s in zip(per_image, sims.tolist(), strict=True):
+                    row["CLIP-I"] = s
+                settings["CLIP-I"] = {**info, "n_generated": n_gen, "n_references": n_ref, "pairs": n_gen * n_ref}
+
+    if todo("DINO"):
+        dino: DinoBundle | None = _load_or_none(
+            dino_model, DEFAULT_MODELS["dino"], lambda r: load_dino(str(r), device=device), unavailable, ["DINO"]
+        )
+        if dino is not None:
+            sims = mean_pairwise_cosine(
+                dino_embeddings(dino, generated, batch_size=batch_size),
+                dino_embeddings(dino, references, batch_size=batch_size),
+            )
+            corpus["DINO"] = float(sims.mean())
+            for row, s in zip(per_image, sims.tolist(), strict=True):
+                row["DINO"] = s
+            settings["DINO"] = {
+                "model": dino.name,
+                "source": dino.source,
+                "embedding": "last_hidden_state[:, 0] ([CLS])",
+                "n_generated": n_gen,
+                "n_references": n_ref,
+                "pairs": n_gen * n_ref,
+            }
+
+    if todo("Gram"):
+        vgg = _load_or_none(
+            vgg_weights,
+            None,
+            lambda r: load_vgg(r, layers=gram_layers, image_size=gram_image_size, device=device),
+            unavailable,
+            ["Gram"],
+        )
+        if vgg is not None:
+            dist = gram_distances(vgg, generated, references, batch_size=max(1, min(batch_size, 8))).mean(dim=1)
+            corpus["Gram"] = float(dist.mean())
+            for row, d in zip(per_image, dist.tolist(), strict=True):
+                row["Gram"] = d
+            settings["Gram"] = {
+                "weights": vgg.name,
+                "source": vgg.source,
+                "layers": list(vgg.layers),
+                "image_size": vgg.image_size,
+                "gram": "F F^T / (C*H*W); mean squared difference per layer, mean over layers",
+                "n_generated": n_gen,
+                "n_references": n_ref,
+                "pairs": n_gen * n_ref,
+            }
+
+    # --- FID/KID: refuse FID on too few images before loading anything; KID runs on small sets.
+    if todo("FID"):
+        try:
+            check_fid_sizes(n_gen, n_ref, fid_min_images)
+        except FidRefused as e:
+            unavailable["FID"] = str(e)
+    if todo("KID") and min(n_gen, n_ref) < KID_MIN_IMAGES:
+        unavailable["KID"] = f"KID needs at least {KID_MIN_IMAGES} images in each set; got {n_gen} and {n_ref}"
+    if todo("FID", "KID"):
+        keys = todo("FID", "KID")
+        inception = _load_or_none(
+            inception_weights, None, lambda r: load_inception(r, device=device), unavailable, keys
+        )
+        if inception is not None:
+            f_gen = inception_features(inception, generated, batch_size=batch_size)
+            f_ref = inception_features(inception, references, batch_size=batch_size)
+            info = {"features": "torch-fidelity Inception-v3 pool3 (2048)", "weights": inception.name}
+            if "FID" in keys:
+                corpus["FID"] = frechet_distance(f_gen, f_ref)
+                settings["FID"] = {**info, "min_images": fid_min_images, "n_generated": n_gen, "n_references": n_ref}
+            if "KID" in keys:
+                kid = kernel_inception_distance(
+                    f_gen, f_ref, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+                )
+                corpus["KID"] = kid.mean
+                settings["KID"] = {
+                    **info,
+                    "std": kid.std,
+                    "subsets": kid.subsets,
+                    "subset_size": kid.subset_size,
+                    "kernel": "(x.y / d + 1)^3",
+                    "seed": seed,
+                    "n_generated": n_gen,
+                    "n_references": n_ref,
+                }
+    if "FID" in unavailable and "FID" in wanted and references is not None:
+        settings.setdefault("FID", {"min_images": fid_min_images, "n_generated": n_gen, "n_references": n_ref})
+    return ImageScores(corpus, per_image, n_gen, n_ref, settings)
+
+
+__all__ = [
+    "DEFAULT_FID_MIN_IMAGES",
+    "DEFAULT_GRAM_IMAGE_SIZE",
+    "IMAGE_METRIC_KEYS",
+    "LOWER_IS_BETTER",
+    "PER_IMAGE_KEYS",
+    "VGG19_STYLE_LAYERS",
+    "FidRefused",
+    "ImageScores",
+    "check_fid_sizes",
+    "check_image_inputs",
+    "clip_image_embeddings",
+    "clip_t_scores",
+    "clip_text_embeddings",
+    "compute_image_metrics",
+    "dino_embeddings",
+    "frechet_distance",
+    "gram_distance_matrix",
+    "gram_distances",
+    "gram_matrix",
+    "inception_features",
+    "kernel_inception_distance",
+    "load_clip",
+    "load_dino",
+    "load_inception",
+    "load_vgg",
+    "mean_pairwise_cosine",
+    "parse_image_metrics",
+]

@@ -1,0 +1,110 @@
+"""`ServeSettings`: everything `vlgen serve` can be told, with its defaults written once.
+
+`check()` validates the whole thing before any model is loaded, so a bad flag costs nothing and says which
+flag and value are wrong. The security rule lives here too: binding anything but loopback needs an API key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass
+
+from vlgen.errors import ConfigError
+
+LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+
+
+@dataclass
+class ServeSettings:
+    # models
+    caption_model: str = "blip"  # family name, hub id or directory (vlgen.captioning.registry.load_captioner)
+    t2i_base: str | None = None  # SDXL base; None = /v1/generate answers 501 "not enabled"
+    lora: str | None = None  # directory with pytorch_lora_weights.safetensors, fused at request time by scale
+    device: str | None = None  # None = cuda when available, else cpu
+    # network
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    # micro-batching of captions (max_batch_size 1 = batching off)
+    max_batch_size: int = 8
+    max_wait_ms: float = 10.0
+    max_queue: int = 64  # images admitted and not yet answered; beyond it -> 503 + Retry-After
+    max_generate_queue: int = 4  # generation requests admitted (one runs, the others wait)
+    # limits
+    max_body_mb: float = 20.0
+    max_pixels: int = 25_000_000  # per uploaded image, checked from the header before decoding
+    max_files: int = 16  # images per caption request
+    timeout_s: float = 60.0  # per caption request, from admission to answer -> 504
+    generate_timeout_s: float = 600.0  # per generation request -> 504 (CPU SDXL is slow)
+    # caption options: defaults and the largest values a request may ask for
+    num_beams: int = 4
+    max_new_tokens: int = 30
+    max_num_beams: int = 8
+    max_new_tokens_limit: int = 128
+    # generation options: bounds a request may ask for
+    max_steps: int = 100
+    max_side: int = 2048
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def check(self) -> ServeSettings:
+        """Raise `ConfigError` naming the first bad option; returns self."""
+        positive = {
+            "--max-batch-size": self.max_batch_size,
+            "--max-queue": self.max_queue,
+            "--max-generate-queue": self.max_generate_queue,
+            "--max-body-mb": self.max_body_mb,
+            "--max-pixels": self.max_pixels,
+            "--max-files": self.max_files,
+            "--timeout-s": self.timeout_s,
+            "--generate-timeout-s": self.generate_timeout_s,
+            "--max-steps": self.max_steps,
+            "--max-side": self.max_side,
+        }
+        for flag, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{flag} must be > 0, got {value}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be 0..65535, got {self.port}")
+        if self.max_queue < self.max_batch_size:
+            raise ConfigError(f"--max-queue ({self.max_queue}) must be >= --max-batch-size ({self.max_batch_size})")
+        if self.max_side < 64 or self.max_side % 8:
+            raise ConfigError(f"--max-side must be a multiple of 8 and >= 64, got {self.max_side}")
+        if not 1 <= self.num_beams <= self.max_num_beams:
+            raise ConfigError(f"default num_beams {self.num_beams} is outside 1..{self.max_num_beams}")
+        if not 1 <= self.max_new_tokens <= self.max_new_tokens_limit:
+            raise ConfigError(f"default max_new_tokens {self.max_new_tokens} is outside 1..{self.max_new_tokens_limit}")
+        if self.lora and not self.t2i_base:
+            raise ConfigError(f"--lora {self.lora} needs --t2i-base (the SDXL model the LoRA was trained on)")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("--api-key is empty")
+        if not self.is_loopback and not self.api_key:
+            # An unauthenticated model server on a public interface is an open GPU for anyone who finds it.
+            raise ConfigError(
+                f"refusing to bind {self.host} without --api-key (or VLGEN_API_KEY): only loopback "
+                "(127.0.0.1, ::1, localhost) may be served without a key"
+            )
+        return self
+
+    def public_dict(self) -> dict:
+        """The resolved settings with the API key masked (for logs and /v1/models)."""
+        d = asdict(self)
+        d["api_key"] = "***" if self.api_key else None
+        return d
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a hostname: we don't resolve it (it may resolve differently later)
+        return False

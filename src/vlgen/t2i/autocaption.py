@@ -1,0 +1,157 @@
+"""`vlgen autocaption DIR`: caption a folder of training images for DreamBooth with any vlgen captioner.
+
+The write-up's step "we employed BLIP to generate a caption for each image" - each caption goes into a
+prompt template with the trigger ("a 3D icon in the style of TOK, {caption}") and into the folder's
+`metadata.jsonl` (imagefolder), the column `vlgen train lora --caption-column` reads.
+
+- Resumable: metadata.jsonl is rewritten (atomically) after every batch, so a killed run keeps what it
+  wrote; rows already captioned are kept unless --overwrite. Rows remember which model and template made
+  them (`caption_model`, `caption_template`), so an interrupted --overwrite run, rerun, does not redo them.
+- Images that fail to load are listed, never dropped silently: the good ones are captioned and written,
+  then the command fails naming the bad files - unless --on-error skip, which reports them and goes on.
+The captioner is reached only through `vlgen.captioning.registry` (t2i and captioning stay independent).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image
+from vlgen.errors import ConfigError, DataError, ImageLoadError
+from vlgen.fileio import write_jsonl
+
+PLACEHOLDER = "{caption}"
+
+
+@dataclass
+class AutocaptionResult:
+    captioned: list[str] = field(default_factory=list)  # file_names captioned by this run
+    kept: list[str] = field(default_factory=list)  # rows left as they were
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file_name, reason)
+    metadata: Path | None = None
+
+
+def apply_template(template: str, caption: str) -> str:
+    """Plain substitution (not str.format), so other braces in a template are kept as typed."""
+    return template.replace(PLACEHOLDER, caption.strip())
+
+
+def check_template(template: str) -> None:
+    if PLACEHOLDER not in template:
+        raise ConfigError(
+            f"--template {template!r} must contain {PLACEHOLDER} where the caption goes, "
+            f"e.g. 'a 3D icon in the style of TOK, {PLACEHOLDER}'"
+        )
+
+
+def find_images(root: Path) -> list[str]:
+    """Image files under `root` (recursively, hidden entries skipped) as posix paths relative to it."""
+    names = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(s.startswith(".") for s in rel.parts):
+            names.append(rel.as_posix())
+    return sorted(names)
+
+
+def read_rows(meta: Path) -> list[dict]:
+    """Existing metadata rows as they are (all columns kept); a malformed line is an error naming it."""
+    rows = []
+    if not meta.is_file():
+        return rows
+    for i, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON ({e.msg})", path=str(meta), line=i) from None
+        if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+            raise DataError("each row needs a string 'file_name'", path=str(meta), line=i)
+        rows.append(row)
+    return rows
+
+
+def autocaption(
+    folder: str | Path,
+    *,
+    model: str = "blip",
+    template: str = PLACEHOLDER,
+    caption_column: str = "text",
+    overwrite: bool = False,
+    on_error: Literal["fail", "skip"] = "fail",
+    batch_size: int = 8,
+    num_beams: int = 3,
+    max_new_tokens: int = 30,
+    device: str = "cpu",
+) -> AutocaptionResult:
+    """Caption every image of `folder` into its metadata.jsonl; see the module docstring."""
+    check_template(template)
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: no such directory")
+    if on_error not in ("fail", "skip"):
+        raise ConfigError(f"--on-error must be 'fail' or 'skip', got {on_error!r}")
+    names = find_images(root)
+    if not names:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder", path=str(root))
+    meta = root / METADATA_NAME
+    rows = read_rows(meta)
+    by_name = {r["file_name"]: r for r in rows}
+    original = set(by_name)
+    for n in names:  # new images get a row at the end, in sorted order
+        if n not in by_name:
+            by_name[n] = {"file_name": n}
+            rows.append(by_name[n])
+
+    def done(row: dict) -> bool:
+        if not row.get(caption_column):
+            return False
+        if not overwrite:
+            return True
+        return row.get("caption_model") == model and row.get("caption_template") == template
+
+    result = AutocaptionResult(metadata=meta)
+    todo = [n for n in names if not done(by_name[n])]
+    result.kept = [r["file_name"] for r in rows if r["file_name"] not in set(todo)]
+    if todo:
+        from vlgen.captioning.registry import load_captioner
+        from vlgen.progress import make_progress
+
+        captioner = load_captioner(model, device=device)
+        with make_progress() as progress:
+            task = progress.add_task("captioning", total=len(todo))
+            for start in range(0, len(todo), batch_size):
+                chunk, images = [], []
+                for n in todo[start : start + batch_size]:
+                    try:
+                        images.append(load_image(root / n))
+                        chunk.append(n)
+                    except ImageLoadError as e:
+                        result.failed.append((n, e.reason))
+                if images:
+                    captions = captioner.generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens)
+                    for n, c in zip(chunk, captions, strict=True):
+                        by_name[n].update({caption_column: apply_template(template, c), "raw_caption": c,
+                                           "caption_model": model, "caption_template": template})  # fmt: skip
+                        result.captioned.append(n)
+                    write_jsonl(meta, _rows_to_write(rows, original, caption_column))
+                progress.advance(task, len(todo[start : start + batch_size]))
+    write_jsonl(meta, _rows_to_write(rows, original, caption_column))
+    if result.failed and on_error == "fail":
+        listed = "; ".join(f"{n} ({why})" for n, why in result.failed)
+        raise DataError(
+            f"{len(result.failed)} image(s) could not be read and were not captioned: {listed}. "
+            "Fix or remove them, or pass --on-error skip",
+            path=str(root),
+        )
+    return result
+
+
+def _rows_to_write(rows: list[dict], original: set[str], caption_column: str) -> list[dict]:
+    """Rows that were in the file before, plus new images once captioned (an uncaptioned new image,
+    e.g. an unreadable one, gets no row: it would break training; it is reported instead)."""
+    return [r for r in rows if r["file_name"] in original or r.get(caption_column)]

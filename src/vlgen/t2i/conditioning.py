@@ -1,0 +1,114 @@
+"""SDXL's inputs besides the latents: loading the components, prompt embeddings and time ids.
+
+SDXL conditions its UNet on (Podell et al. 2023):
+- `encoder_hidden_states` (B, 77, 768 + 1280 = 2048): the *penultimate* hidden states of CLIP ViT-L
+  (text_encoder) and OpenCLIP bigG (text_encoder_2), concatenated on the feature axis;
+- `text_embeds` (B, 1280): text_encoder_2's pooled, projected embedding;
+- `time_ids` (B, 6): original_size + crops_coords_top_left + target_size (see buckets.py).
+`add_embedding` takes concat(text_embeds, 6 x 256 Fourier features of time_ids) = 2816 inputs.
+This mirrors `StableDiffusionXLPipeline.encode_prompt`, so training and inference agree exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlgen.hub import resolve_model
+
+NO_VAE = ("", "none", "None")
+
+
+@dataclass
+class SdxlComponents:
+    tokenizer: Any
+    tokenizer_2: Any
+    text_encoder: Any  # CLIPTextModel
+    text_encoder_2: Any  # CLIPTextModelWithProjection
+    vae: Any  # AutoencoderKL
+    unet: Any  # UNet2DConditionModel
+    noise_scheduler: Any  # DDPMScheduler built from the base's scheduler config (training noise)
+    base_path: Path
+    vae_ref: str | None  # the separate VAE used, None for the base's own
+
+    @property
+    def tokenizers(self) -> list:
+        return [self.tokenizer, self.tokenizer_2]
+
+    @property
+    def text_encoders(self) -> list:
+        return [self.text_encoder, self.text_encoder_2]
+
+
+def resolve_vae(ref: str | None) -> str | None:
+    return None if ref is None or ref in NO_VAE else ref
+
+
+def load_vae(vae_ref: str | None, base_path: Path):
+    """A separate VAE (a directory with config.json, or a repo with a vae/ subfolder), else the base's."""
+    from diffusers import AutoencoderKL
+
+    if vae_ref is None:
+        return AutoencoderKL.from_pretrained(base_path, subfolder="vae")
+    path = resolve_model(vae_ref, what="VAE").path
+    sub = "vae" if not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file() else None
+    return AutoencoderKL.from_pretrained(path, subfolder=sub)
+
+
+def load_components(base: str, vae_ref: str | None) -> SdxlComponents:
+    """The five SDXL parts loaded one by one (the training script needs them separately, fp32 on CPU)."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    path = resolve_model(base, what="base model").path
+    vae_ref = resolve_vae(vae_ref)
+    return SdxlComponents(
+        tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2"),
+        text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder"),
+        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2"),
+        vae=load_vae(vae_ref, path),
+        unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet"),
+        noise_scheduler=DDPMScheduler.from_pretrained(path, subfolder="scheduler"),
+        base_path=path,
+        vae_ref=vae_ref,
+    )
+
+
+def tokenize(tokenizers: list, prompts: list[str]) -> list[torch.Tensor]:
+    """(B, 77) input ids per tokenizer, padded to model_max_length as the pipeline pads."""
+    return [
+        tok(
+            prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        for tok in tokenizers
+    ]
+
+
+def encode_prompt(text_encoders: list, input_ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> prompt_embeds (B, 77, D1 + D2), pooled_prompt_embeds (B, P) from the last encoder.
+
+    Penultimate layer: SDXL was trained on it ("clip skip 2" is built in); pooled: text_encoder_2's
+    `text_embeds` (its final-layer EOS token through `text_projection`).
+    """
+    embeds, pooled = [], None
+    for te, ids in zip(text_encoders, input_ids, strict=True):
+        out = te(ids.to(te.device), output_hidden_states=True)
+        pooled = out[0]  # CLIPTextModelWithProjection: text_embeds (B, P); overwritten until the last encoder
+        embeds.append(out.hidden_states[-2])  # (B, 77, D_i)
+    return torch.cat(embeds, dim=-1), pooled
+
+
+def time_ids_tensor(rows: list[list[int]], device, dtype) -> torch.Tensor:
+    """(B, 6) add_time_ids from per-sample [orig_h, orig_w, top, left, target_h, target_w]."""
+    return torch.tensor(rows, device=device, dtype=dtype)
+
+
+def unet_conditioning(
+    prompt_embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """encoder_hidden_states and added_cond_kwargs in the form `UNet2DConditionModel.forward` takes."""
+    return prompt_embeds, {"text_embeds": pooled, "time_ids": time_ids}

@@ -1,0 +1,84 @@
+"""`LoraTrainConfig`: the options of `vlgen train lora` (no heavy imports, so the CLI starts fast).
+
+Field names are the argument names of diffusers' `examples/dreambooth/train_dreambooth_lora_sdxl.py`
+(`instance_prompt`, `snr_gamma`, `rank`, ...), so a user's diffusers command line carries over flag for
+flag; `with_dataclass_options` turns `instance_prompt` into `--instance-prompt`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from vlgen.hub import DEFAULT_MODELS
+
+LrSchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+
+# LoRA targets: the attention projections, as diffusers' SDXL DreamBooth script (and kohya's default
+# "attention only" network) adapt them. Both the diffusers and the kohya key formats round-trip these.
+UNET_TARGET_MODULES = ("to_k", "to_q", "to_v", "to_out.0")
+TEXT_ENCODER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+@dataclass
+class LoraTrainConfig:
+    """`vlgen train lora` options. Defaults follow diffusers' script unless a comment says why not."""
+
+    pretrained_model_name_or_path: str = DEFAULT_MODELS["sdxl"]
+    # "none" or "" -> the base model's own VAE (then run in fp32, as SDXL base's VAE overflows in fp16).
+    pretrained_vae_model_name_or_path: str | None = DEFAULT_MODELS["sdxl-vae"]
+    instance_data_dir: str = ""  # images, optionally with an imagefolder metadata.jsonl
+    output_dir: str = ""
+    instance_prompt: str = ""  # "a 3D icon in the style of TOK": the trigger phrase
+    caption_column: str | None = None  # per-image prompts from metadata.jsonl instead of instance_prompt
+    # Prior preservation (DreamBooth, Ruiz et al. 2023): class images from the base model keep the prior.
+    with_prior_preservation: bool = False
+    class_data_dir: str | None = None  # default: OUTPUT_DIR/class_images
+    class_prompt: str | None = None
+    num_class_images: int = 100
+    prior_loss_weight: float = 1.0
+    sample_batch_size: int = 4  # batch size when generating class images
+    # Images
+    resolution: int = 1024
+    center_crop: bool = False  # else a random crop (seeded per image)
+    random_flip: bool = False
+    aspect_ratio_buckets: bool = False  # off: every image becomes resolution x resolution, as diffusers'
+    # Optimisation
+    train_batch_size: int = 4
+    num_train_epochs: int = 1
+    max_train_steps: int | None = None  # overrides num_train_epochs
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    learning_rate: float = 1e-4
+    text_encoder_lr: float = 5e-6
+    lr_scheduler: LrSchedulerName = "constant"
+    lr_warmup_steps: int = 0  # diffusers: 500, ignored by its default "constant"; 0 says what happens
+    lr_num_cycles: int = 1
+    lr_power: float = 1.0
+    snr_gamma: float | None = None  # Min-SNR weighting (Hang et al. 2023); 5.0 recommended
+    noise_offset: float = 0.0
+    use_8bit_adam: bool = False
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-4
+    adam_weight_decay_text_encoder: float = 1e-3
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    rank: int = 4
+    train_text_encoder: bool = False
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int = 0
+    # Caches (computed once before the first step; see lora_data.py)
+    cache_latents: bool = True
+    cache_text_embeddings: bool = True  # only possible while the text encoders are frozen
+    # Checkpoints and validation
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = None
+    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint directory
+    validation_prompt: str | None = None
+    num_validation_images: int = 4
+    validation_steps: int | None = None  # None: validate once, at the end
+    num_inference_steps: int = 25  # validation and class images
+    # Outputs
+    export_format: Literal["diffusers", "kohya"] = "diffusers"  # kohya: a second, kohya-keyed file too
+    cpu: bool = False  # force CPU even when a GPU is present

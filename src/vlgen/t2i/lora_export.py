@@ -1,0 +1,108 @@
+"""Writing a trained LoRA: diffusers' format, and kohya's (ComfyUI / A1111 / Forge / InvokeAI).
+
+diffusers' file `pytorch_lora_weights.safetensors` has keys such as
+    unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora.down.weight   (r, in)
+    text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora.up.weight         (out, r)
+which `pipeline.load_lora_weights(DIR)` reads. ComfyUI and A1111 expect kohya's sd-scripts layout:
+one flat name per adapted module with the dots turned into underscores, a `lora_unet_` /
+`lora_te1_` / `lora_te2_` prefix, `lora_down`/`lora_up` weights and a scalar `.alpha` per module:
+    lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight
+    lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.alpha          () = lora_alpha
+The output scale of a kohya LoRA is alpha / rank (peft's lora_alpha / r), so writing peft's
+lora_alpha as `.alpha` keeps the effect identical. ComfyUI maps diffusers-layout UNet names
+(`down_blocks_1_...`) as well as the original SGM ones (`input_blocks_4_1_...`), and diffusers'
+own kohya loader reads this file back (tests/t2i check that it gives the same images).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+KOHYA_WEIGHT_NAME = "pytorch_lora_weights_kohya.safetensors"
+KOHYA_PREFIX = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+
+
+def peft_state_dicts(models: dict[str, torch.nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
+    """{component: peft LoRA state dict (`...to_q.lora_A.weight`)} for every model that has an adapter."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {name: get_peft_model_state_dict(m) for name, m in models.items() if m is not None}
+
+
+def save_diffusers_lora(out_dir: Path, models: dict[str, torch.nn.Module]) -> Path:
+    """`OUT/pytorch_lora_weights.safetensors` in diffusers' format, written beside and renamed into place."""
+    from diffusers import StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    sds = {k: convert_state_dict_to_diffusers(v) for k, v in peft_state_dicts(models).items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=out_dir))
+    try:
+        StableDiffusionXLPipeline.save_lora_weights(
+            tmp,
+            unet_lora_layers=sds.get("unet"),
+            text_encoder_lora_layers=sds.get("text_encoder"),
+            text_encoder_2_lora_layers=sds.get("text_encoder_2"),
+            weight_name=DIFFUSERS_WEIGHT_NAME,
+            safe_serialization=True,
+        )
+        os.replace(tmp / DIFFUSERS_WEIGHT_NAME, out_dir / DIFFUSERS_WEIGHT_NAME)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / DIFFUSERS_WEIGHT_NAME
+
+
+def to_kohya(peft_sds: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float]) -> dict[str, torch.Tensor]:
+    """peft state dicts per component -> one kohya-keyed dict (with a 0-d `.alpha` per adapted module)."""
+    out: dict[str, torch.Tensor] = {}
+    for component, sd in peft_sds.items():
+        prefix = KOHYA_PREFIX[component]
+        for key, w in sd.items():
+            module, kind = key.rsplit(".lora_", 1)  # "down_blocks.1...to_q", "A.weight"
+            if kind not in ("A.weight", "B.weight"):
+                raise ValueError(f"{component} key {key!r}: only plain LoRA (lora_A/lora_B) exports to kohya")
+            name = prefix + module.replace(".", "_")
+            out[f"{name}.{'lora_down' if kind == 'A.weight' else 'lora_up'}.weight"] = w.contiguous()
+            out[f"{name}.alpha"] = torch.tensor(float(alphas[component]))
+    return out
+
+
+def save_kohya_lora(out_dir: Path, models: dict[str, torch.nn.Module], metadata: dict[str, str]) -> Path:
+    """`OUT/pytorch_lora_weights_kohya.safetensors`, with kohya's `ss_*` metadata for A1111's LoRA tab."""
+    from safetensors.torch import save_file
+
+    sds = peft_state_dicts(models)
+    alphas = {name: _lora_alpha(m) for name, m in models.items() if m is not None}
+    tensors = to_kohya(sds, alphas)
+    rank = next(v.shape[0] for k, v in tensors.items() if k.endswith("lora_down.weight"))
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(next(iter(alphas.values()))),
+        "ss_base_model_version": "sdxl_base_v1-0",
+        "modelspec.architecture": "stable-diffusion-xl-v1-base/lora",
+        "modelspec.sai_model_spec": "1.0.0",
+        **metadata,
+    }
+    path = out_dir / KOHYA_WEIGHT_NAME
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _lora_alpha(model: torch.nn.Module) -> float:
+    """peft's lora_alpha of the default adapter (the same for every module: one LoraConfig)."""
+    cfg = model.peft_config["default"]
+    return float(cfg.lora_alpha)

@@ -1,0 +1,407 @@
+"""DreamBooth + LoRA for SDXL on diffusers + peft + accelerate (`vlgen train lora`).
+
+The method and the option names are those of diffusers' `train_dreambooth_lora_sdxl.py`; the loop is
+our own so that it can resume *exactly* and skip repeated work:
+- data order: epoch e is a permutation seeded by (seed, e), grouped by aspect bucket (buckets.py); the
+  position inside the epoch is saved with each checkpoint;
+- every random draw of a step (flips, latent samples, noise, timesteps) comes from a generator seeded by
+  (seed, epoch, batch), so a resumed run draws what the uninterrupted run drew. Checkpoints hold the
+  LoRA weights, optimiser and LR-scheduler state (vlgen.checkpointing): a run killed with SIGKILL and
+  resumed ends with bit-identical LoRA weights on CPU (tests/t2i/test_lora_resume.py);
+- latents and frozen-text-encoder embeddings are computed once (lora_data.py).
+Multi-GPU: `accelerate launch -m vlgen train lora ...` (DDP averages the LoRA gradients).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vlgen.checkpointing import load_checkpoint, resolve_resume, rotate_checkpoints, save_checkpoint
+from vlgen.config import save_config
+from vlgen.errors import ConfigError
+from vlgen.t2i.buckets import bucketed_batches
+from vlgen.t2i.conditioning import encode_prompt, load_components
+from vlgen.t2i.lora_config import TEXT_ENCODER_TARGET_MODULES, UNET_TARGET_MODULES, LoraTrainConfig
+from vlgen.t2i.lora_data import (
+    FP16_VAE_HINT,
+    NonFiniteError,
+    TrainingData,
+    class_examples,
+    instance_examples,
+)
+
+
+def check_config(cfg: LoraTrainConfig) -> None:
+    """Fail before any model is loaded, naming the option and the value."""
+    if not cfg.instance_data_dir:
+        raise ConfigError("--instance-data-dir (--data) is required: a folder of training images")
+    if not Path(cfg.instance_data_dir).is_dir():
+        raise ConfigError(f"--instance-data-dir {cfg.instance_data_dir}: no such directory")
+    if not cfg.output_dir:
+        raise ConfigError("--output-dir (--out) is required")
+    if not cfg.instance_prompt and not cfg.caption_column:
+        raise ConfigError("--instance-prompt is required (the trigger phrase, e.g. 'a 3D icon in the style of TOK')")
+    if cfg.resolution < 8 or cfg.resolution % 8:
+        raise ConfigError(
+            f"--resolution must be a positive multiple of 8 (the VAE downsamples by 8), got {cfg.resolution}"
+        )
+    for name in ("train_batch_size", "gradient_accumulation_steps", "rank", "num_train_epochs", "checkpointing_steps"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.max_train_steps is not None and cfg.max_train_steps < 1:
+        raise ConfigError(f"--max-train-steps must be at least 1, got {cfg.max_train_steps}")
+    if cfg.learning_rate <= 0:
+        raise ConfigError(f"--learning-rate must be positive, got {cfg.learning_rate}")
+    if cfg.snr_gamma is not None and cfg.snr_gamma <= 0:
+        raise ConfigError(f"--snr-gamma must be positive, got {cfg.snr_gamma}")
+    if cfg.with_prior_preservation and not cfg.class_prompt:
+        raise ConfigError("--with-prior-preservation needs --class-prompt (e.g. 'a 3D icon')")
+    if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
+        raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on CPU")
+    if cfg.use_8bit_adam:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes (CUDA only)") from None
+
+
+def step_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    """The generator of one micro-batch: depends on where it is in training, not on what ran before."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + batch)
+
+
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """(B,) per-sample loss weights of Min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via
+    Min-SNR Weighting Strategy", eq. 9): min(SNR(t), gamma) / SNR(t) for epsilon prediction; for
+    v-prediction the target already carries a factor SNR + 1, hence / (SNR(t) + 1)."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise_scheduler, timesteps)  # alpha_bar / (1 - alpha_bar)
+    clipped = torch.clamp(snr, max=gamma)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped / snr
+
+
+class _Trainable(torch.nn.Module):
+    """The trainable LoRA parameters as one module (the same Parameter objects as in the UNet/text
+    encoders), so checkpoints hold megabytes of adapters rather than the gigabytes of the base."""
+
+    def __init__(self, named: dict[str, torch.nn.Parameter]) -> None:
+        super().__init__()
+        self.params = torch.nn.ParameterDict({k.replace(".", "__"): p for k, p in named.items()})
+
+
+class LoraTrainer:
+    def __init__(self, cfg: LoraTrainConfig) -> None:
+        check_config(cfg)
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.acc = Accelerator(
+            mixed_precision=cfg.mixed_precision, cpu=cfg.cpu, gradient_accumulation_steps=1, project_dir=str(self.out)
+        )
+        self.instances = instance_examples(cfg)  # decodes every image: broken files fail here
+        self.timings: dict[str, float] = {}
+
+    def log(self, msg: str) -> None:
+        if self.acc.is_main_process:
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False, soft_wrap=True).print(msg)
+
+    # ------------------------------------------------------------------------------------------- set-up
+    def setup(self) -> None:
+        from peft import LoraConfig
+
+        cfg, acc = self.cfg, self.acc
+        torch.manual_seed(cfg.seed)  # peft's gaussian init of lora_A draws from the global generator
+        self.parts = parts = load_components(cfg.pretrained_model_name_or_path, cfg.pretrained_vae_model_name_or_path)
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
+        classes = []
+        if cfg.with_prior_preservation:
+            from vlgen.t2i.prior import ensure_class_images
+
+            class_dir = Path(cfg.class_data_dir or self.out / "class_images")
+            for m in (parts.unet, parts.vae, parts.text_encoder, parts.text_encoder_2):
+                m.to(acc.device)
+            if acc.is_main_process:
+                ensure_class_images(
+                    class_dir, cfg.class_prompt or "", cfg.num_class_images, parts,
+                    resolution=cfg.resolution, seed=cfg.seed, num_inference_steps=cfg.num_inference_steps,
+                    batch_size=cfg.sample_batch_size, device=acc.device, log=self.log,
+                )  # fmt: skip
+            acc.wait_for_everyone()
+            classes = class_examples(class_dir, cfg.class_prompt or "", cfg.num_class_images)
+
+        for m in (parts.unet, parts.vae, parts.text_encoder, parts.text_encoder_2):
+            m.requires_grad_(False)
+            # SDXL base's VAE (force_upcast) stays fp32 always: in fp16 its activations overflow to NaN.
+            keep_fp32 = m is parts.vae and parts.vae.config.force_upcast
+            dtype = None if keep_fp32 or self.weight_dtype == torch.float32 else self.weight_dtype
+            m.to(acc.device, dtype=dtype)
+        torch.manual_seed(cfg.seed)
+        # lora_alpha = rank: scale 1, as diffusers' script; init "gaussian" for lora_A, zeros for lora_B,
+        # so the adapted model starts out exactly equal to the base.
+        parts.unet.add_adapter(
+            LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
+                       target_modules=list(UNET_TARGET_MODULES))
+        )  # fmt: skip
+        if cfg.train_text_encoder:
+            te_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
+                                   target_modules=list(TEXT_ENCODER_TARGET_MODULES))  # fmt: skip
+            parts.text_encoder.add_adapter(te_config)
+            parts.text_encoder_2.add_adapter(te_config)
+        if cfg.gradient_checkpointing:
+            parts.unet.enable_gradient_checkpointing()
+            if cfg.train_text_encoder:
+                parts.text_encoder.gradient_checkpointing_enable()
+                parts.text_encoder_2.gradient_checkpointing_enable()
+        self.trained = {"unet": parts.unet}
+        if cfg.train_text_encoder:
+            self.trained.update(text_encoder=parts.text_encoder, text_encoder_2=parts.text_encoder_2)
+        named: dict[str, torch.nn.Parameter] = {}
+        for comp, model in self.trained.items():
+            for n, p in model.named_parameters():
+                if p.requires_grad:
+                    p.data = p.data.float()  # adapters train in fp32 even under fp16/bf16 autocast
+                    named[f"{comp}.{n}"] = p
+        self.trainable = _Trainable(named)
+
+        self.data = TrainingData(cfg, parts, self.instances, classes, acc.device)
+        t0 = time.perf_counter()
+        self.data.fill_caches()
+        self.timings["caches_s"] = time.perf_counter() - t0
+        self._build_optimizer()
+        self.unet, self.optimizer = acc.prepare(parts.unet, self.optimizer)
+        if cfg.train_text_encoder:
+            self.text_encoders = list(acc.prepare(parts.text_encoder, parts.text_encoder_2))
+        else:
+            self.text_encoders = [parts.text_encoder, parts.text_encoder_2]
+
+    def _build_optimizer(self) -> None:
+        from diffusers.optimization import get_scheduler
+
+        cfg = self.cfg
+        unet_params = [p for p in self.parts.unet.parameters() if p.requires_grad]
+        groups = [{"params": unet_params, "lr": cfg.learning_rate, "weight_decay": cfg.adam_weight_decay}]
+        if cfg.train_text_encoder:
+            te = [p for m in (self.parts.text_encoder, self.parts.text_encoder_2) for p in m.parameters()]
+            groups.append(
+                {"params": [p for p in te if p.requires_grad], "lr": cfg.text_encoder_lr,
+                 "weight_decay": cfg.adam_weight_decay_text_encoder}
+            )  # fmt: skip
+        if cfg.use_8bit_adam:
+            import bitsandbytes as bnb
+
+            opt_cls = bnb.optim.AdamW8bit
+        else:
+            opt_cls = torch.optim.AdamW
+        self.optimizer = opt_cls(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+        n_batches = len(bucketed_batches(self.data.bucket_of, self.global_batch, cfg.seed, 0))
+        self.steps_per_epoch = math.ceil(n_batches / cfg.gradient_accumulation_steps)
+        self.total_steps = cfg.max_train_steps or cfg.num_train_epochs * self.steps_per_epoch
+        self.lr_scheduler = get_scheduler(
+            cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+            num_training_steps=self.total_steps, num_cycles=cfg.lr_num_cycles, power=cfg.lr_power,
+        )  # fmt: skip
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.train_batch_size * self.acc.num_processes
+
+    # ------------------------------------------------------------------------------------------- a step
+    def loss(self, ids: list[int], g: torch.Generator) -> torch.Tensor:
+        """The DreamBooth loss of one micro-batch: noise-prediction MSE, Min-SNR weighted, + prior term."""
+        cfg, parts, dev = self.cfg, self.parts, self.acc.device
+        batch = self.data.batch(ids, g)
+        latents = batch["latents"].to(dev, self.weight_dtype)  # (n, 4, h, w); n = 2B with prior preservation
+        n = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=g).to(dev, latents.dtype)
+        if cfg.noise_offset:  # per-channel offset (Guttenberg 2023): lets the model learn very dark/bright images
+            offset = torch.randn((n, latents.shape[1], 1, 1), generator=g).to(dev, noise.dtype)  # (n, 4, 1, 1)
+            noise = noise + cfg.noise_offset * offset
+        sched = parts.noise_scheduler
+        timesteps = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=g).to(dev)
+        noisy = sched.add_noise(latents, noise, timesteps)
+        if "prompt_embeds" in batch:
+            embeds, pooled = batch["prompt_embeds"], batch["pooled_prompt_embeds"]
+        else:
+            ctx = contextlib.nullcontext() if cfg.train_text_encoder else torch.no_grad()
+            with ctx:
+                embeds, pooled = encode_prompt(self.text_encoders, batch["input_ids"])
+        time_ids = batch["time_ids"]  # (n, 6)
+        pred = self.unet(
+            noisy,
+            timesteps,
+            embeds.to(self.weight_dtype),
+            added_cond_kwargs={"text_embeds": pooled.to(self.weight_dtype), "time_ids": time_ids.to(self.weight_dtype)},
+            return_dict=False,
+        )[0]  # (n, 4, h, w)
+        if sched.config.prediction_type == "v_prediction":
+            target = sched.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        prior_loss = None
+        if self.data.classes:  # first half instance, second half class (lora_data.batch)
+            pred, pred_prior = pred.chunk(2)
+            target, target_prior = target.chunk(2)
+            timesteps = timesteps.chunk(2)[0]
+            prior_loss = F.mse_loss(pred_prior.float(), target_prior.float())
+        if cfg.snr_gamma is None:
+            loss = F.mse_loss(pred.float(), target.float())
+        else:
+            per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
+            loss = (per_sample * min_snr_weights(sched, timesteps, cfg.snr_gamma)).mean()
+        if prior_loss is not None:
+            loss = loss + cfg.prior_loss_weight * prior_loss
+        return loss
+
+    # ------------------------------------------------------------------------------------------- the loop
+    def train(self) -> dict[str, Any]:
+        cfg, acc = self.cfg, self.acc
+        t_start = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            save_config(cfg, self.out)
+        if not hasattr(self, "parts"):
+            self.setup()
+        state: dict[str, Any] = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "history": []}
+        if cfg.resume_from_checkpoint:
+            ckpt = resolve_resume(cfg.resume_from_checkpoint, self.ckpt_root)
+            if ckpt is None:
+                self.log("no checkpoint to resume from yet: starting from scratch")
+            else:
+                state = load_checkpoint(ckpt, self.trainable, self.optimizer, self.lr_scheduler)
+                self.log(f"resumed from {ckpt} (step {state['global_step']}, epoch {state['epoch']})")
+        self.timings["setup_s"] = time.perf_counter() - t_start
+        self.step_times: list[float] = []
+        from vlgen.progress import make_progress
+
+        params = list(self.trainable.parameters())
+        gas = cfg.gradient_accumulation_steps
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.unet.train()
+        running: list[float] = []
+        done = state["global_step"] >= self.total_steps
+        t_step = time.perf_counter()
+        with make_progress() as progress:
+            task = progress.add_task("training", total=self.total_steps, completed=state["global_step"])
+            for epoch in range(state["epoch"], epochs):
+                if done:
+                    break
+                batches = bucketed_batches(self.data.bucket_of, self.global_batch, cfg.seed, epoch)
+                start = state["batch_in_epoch"] if epoch == state["epoch"] else 0
+                for b in range(start, len(batches)):
+                    shard = batches[b][acc.process_index :: acc.num_processes] or batches[b][:1]
+                    last_micro = (b + 1) % gas == 0 or b + 1 == len(batches)
+                    sync = contextlib.nullcontext() if last_micro else acc.no_sync(self.unet)
+                    with sync, acc.autocast():
+                        loss = self.loss(shard, step_generator(cfg.seed, epoch, b))
+                        acc.backward(loss / gas)
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise NonFiniteError(
+                            f"the loss became {value} at step {state['global_step'] + 1} (epoch {epoch}, batch {b}). "
+                            f"With fp16: {FP16_VAE_HINT}; otherwise lower --learning-rate (now {cfg.learning_rate})"
+                        )
+                    running.append(value)
+                    if not last_micro:
+                        continue
+                    if cfg.max_grad_norm:
+                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.lr_scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    state["global_step"] += 1
+                    state["epoch"], state["batch_in_epoch"] = epoch, b + 1
+                    step = state["global_step"]
+                    now = time.perf_counter()
+                    self.step_times.append(now - t_step)
+                    t_step = now
+                    lr = self.lr_scheduler.get_last_lr()[0]
+                    row = {
+                        "step": step,
+                        "epoch": epoch + (b + 1) / len(batches),
+                        "train_loss": sum(running) / len(running),
+                    }
+                    row["lr"] = lr
+                    running = []
+                    state["history"].append(row)
+                    progress.update(
+                        task, advance=1, description=f"epoch {epoch + 1}/{epochs} loss {row['train_loss']:.4f}"
+                    )
+                    if cfg.validation_prompt and cfg.validation_steps and step % cfg.validation_steps == 0:
+                        self.validate(f"step-{step:06d}")
+                    if step % cfg.checkpointing_steps == 0:
+                        self._checkpoint(step, state)
+                    if step >= self.total_steps:
+                        done = True
+                        break
+                else:
+                    state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        acc.wait_for_everyone()
+        summary: dict[str, Any] = {}
+        if acc.is_main_process:
+            from vlgen.t2i.outputs import write_outputs
+
+            summary = write_outputs(self, state, time.perf_counter() - t_start)
+        acc.end_training()
+        return summary
+
+    def _checkpoint(self, step: int, state: dict) -> None:
+        if self.acc.is_main_process:
+            save_checkpoint(self.ckpt_root, step, self.trainable, self.optimizer, self.lr_scheduler, state)
+            rotate_checkpoints(self.ckpt_root, self.cfg.checkpoints_total_limit)
+
+    # ------------------------------------------------------------------------------------------- inference
+    def pipeline(self):
+        """A StableDiffusionXLPipeline over the trained (adapted) components, for validation and tests."""
+        from vlgen.t2i.prior import sdxl_pipeline
+
+        unet = self.acc.unwrap_model(self.unet)
+        pipe = sdxl_pipeline(self.parts, unet=unet)
+        if self.cfg.train_text_encoder:
+            pipe.text_encoder = self.acc.unwrap_model(self.text_encoders[0])
+            pipe.text_encoder_2 = self.acc.unwrap_model(self.text_encoders[1])
+        return pipe
+
+    @torch.no_grad()
+    def validate(self, name: str, prompt: str | None = None) -> list[Path]:
+        """`num_validation_images` images of the validation prompt into OUT/validation/NAME/, seeds seed+i."""
+        cfg = self.cfg
+        prompt = prompt or cfg.validation_prompt or cfg.instance_prompt
+        if not self.acc.is_main_process or not prompt or cfg.num_validation_images < 1:
+            return []
+        pipe = self.pipeline()
+        models = [pipe.unet, pipe.text_encoder, pipe.text_encoder_2]
+        was_training = [m.training for m in models]
+        for m in models:
+            m.eval()
+        out_dir = self.out / "validation" / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        with self.acc.autocast():
+            for i in range(cfg.num_validation_images):
+                g = torch.Generator().manual_seed(cfg.seed + i)
+                image = pipe(prompt, num_inference_steps=cfg.num_inference_steps, generator=g,
+                             height=cfg.resolution, width=cfg.resolution).images[0]  # fmt: skip
+                paths.append(out_dir / f"{i}.png")
+                image.save(paths[-1])
+        for m, t in zip(models, was_training, strict=True):
+            m.train(t)
+        return paths
+
+
+def train_lora(cfg: LoraTrainConfig) -> dict[str, Any]:
+    """Library entry point behind `vlgen train lora`."""
+    return LoraTrainer(cfg).train()

@@ -1,0 +1,84 @@
+"""Everything a LoRA run leaves in --output-dir once training ends.
+
+pytorch_lora_weights.safetensors         diffusers keys (`pipeline.load_lora_weights(OUT)`)
+pytorch_lora_weights_kohya.safetensors   kohya keys for ComfyUI/A1111 (--export-format kohya)
+validation/final/*.png, samples.png      images of the validation (else instance) prompt; their grid
+README.md                                model card
+config.yaml                              the resolved config (written at the start)
+history.csv, curves.png                  training loss per step
+train_summary.json                       steps, seconds, final loss, timings
+checkpoints/checkpoint-N/                resumable state (--checkpointing-steps)
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlgen.fileio import write_json
+
+if TYPE_CHECKING:
+    from vlgen.t2i.lora_trainer import LoraTrainer
+
+
+def write_history(out: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = out / ".history.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    tmp.replace(out / "history.csv")
+    from vlgen.report.curves import plot_learning_curves
+
+    plot_learning_curves(history, out / "curves.png", title="DreamBooth-LoRA training loss")
+
+
+def write_outputs(trainer: LoraTrainer, state: dict[str, Any], seconds: float) -> dict[str, Any]:
+    from PIL import Image
+
+    from vlgen.t2i.grid import image_grid
+    from vlgen.t2i.lora_export import save_diffusers_lora, save_kohya_lora
+    from vlgen.t2i.model_card import write_model_card
+
+    cfg, out = trainer.cfg, trainer.out
+    models = {k: trainer.acc.unwrap_model(m) for k, m in trainer.trained.items()}
+    files = [save_diffusers_lora(out, models).name]
+    if cfg.export_format == "kohya":
+        meta = {"ss_output_name": out.name, "ss_training_comment": f"trigger: {cfg.instance_prompt}"}
+        files.append(save_kohya_lora(out, models, meta).name)
+    write_history(out, state["history"])
+
+    prompt = cfg.validation_prompt or cfg.instance_prompt
+    paths = trainer.validate("final", prompt)
+    samples = None
+    if paths:
+        grid = image_grid([[Image.open(p) for p in paths]])
+        grid.save(out / "samples.png")
+        samples = "samples.png"
+    final_loss = next((h["train_loss"] for h in reversed(state["history"])), None)
+    write_model_card(
+        out,
+        cfg=cfg,
+        steps=state["global_step"],
+        vae=trainer.parts.vae_ref,
+        samples=samples,
+        sample_prompt=prompt,
+        kohya=cfg.export_format == "kohya",
+        final_loss=final_loss,
+    )
+    times = trainer.step_times
+    summary = {
+        "steps": state["global_step"],
+        "seconds": round(seconds, 2),
+        "final_train_loss": final_loss,
+        "files": files,
+        "setup_s": round(trainer.timings.get("setup_s", 0.0), 3),
+        "caches_s": round(trainer.timings.get("caches_s", 0.0), 3),
+        "mean_step_s": round(sum(times) / len(times), 4) if times else None,
+    }
+    write_json(out / "train_summary.json", summary)
+    return summary

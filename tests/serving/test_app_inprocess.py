@@ -1,0 +1,95 @@
+"""The app in-process with a fake captioner: overload (503 + Retry-After), timeouts (504) and crashes (500)
+answer in the one error shape, and the server keeps serving. (The real process is tested in test_server.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+from servefixtures import png_bytes
+
+from vlgen.serving.app import create_app
+from vlgen.serving.settings import ServeSettings
+
+
+class FakeCaptioner:
+    family = "fake"
+
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.delay = delay
+        self.fail = fail
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def generate(self, images, num_beams=1, max_new_tokens=30):
+        with self.lock:
+            self.calls += 1
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("secret internal detail")
+        return [f"a {im.width}x{im.height} image" for im in images]
+
+
+async def _serve(app, fn):
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            return await fn(client)
+
+
+def _caption(client: httpx.AsyncClient, n: int = 1):
+    files = [("files", (f"{i}.png", png_bytes(), "image/png")) for i in range(n)]
+    return client.post("/v1/caption", files=files, data={"num_beams": "1"})
+
+
+def test_full_queue_answers_503_with_retry_after() -> None:
+    settings = ServeSettings(max_batch_size=2, max_queue=4, max_wait_ms=0)
+    app = create_app(settings, captioner=FakeCaptioner(delay=0.3))
+
+    async def go(client):
+        return await asyncio.gather(*(_caption(client, 2) for _ in range(6)))
+
+    responses = asyncio.run(_serve(app, go))
+    codes = sorted(r.status_code for r in responses)
+    assert 200 in codes and 503 in codes, codes
+    for r in responses:
+        if r.status_code == 503:
+            assert int(r.headers["Retry-After"]) >= 1
+            assert r.json()["error"]["type"] == "overloaded"
+
+
+def test_slow_model_answers_504_and_recovers() -> None:
+    captioner = FakeCaptioner(delay=0.5)
+    app = create_app(ServeSettings(timeout_s=0.1), captioner=captioner)
+
+    async def go(client):
+        slow = await _caption(client)
+        captioner.delay = 0.0
+        return slow, await _caption(client)
+
+    slow, ok = asyncio.run(_serve(app, go))
+    assert slow.status_code == 504 and slow.json()["error"]["type"] == "timeout"
+    assert ok.status_code == 200 and ok.json()["captions"][0]["caption"] == "a 32x24 image"
+
+
+def test_model_crash_is_a_500_without_details() -> None:
+    app = create_app(ServeSettings(), captioner=FakeCaptioner(fail=True))
+    r = asyncio.run(_serve(app, _caption))
+    assert r.status_code == 500
+    assert r.json() == {"error": {"message": "internal server error (logged on the server)", "type": "internal_error"}}
+    assert "secret" not in r.text and "Traceback" not in r.text
+
+
+def test_too_many_files_is_422() -> None:
+    app = create_app(ServeSettings(max_files=3), captioner=FakeCaptioner())
+    r = asyncio.run(_serve(app, lambda c: _caption(c, 4)))
+    assert r.status_code == 422 and r.json()["error"]["param"] == "files"
+
+
+def test_generate_not_enabled_is_501_with_how_to() -> None:
+    app = create_app(ServeSettings(), captioner=FakeCaptioner())
+    r = asyncio.run(_serve(app, lambda c: c.post("/v1/generate", json={"prompt": "a cat"})))
+    assert r.status_code == 501
+    assert r.json()["error"]["type"] == "not_enabled" and "--t2i-base" in r.json()["error"]["message"]
