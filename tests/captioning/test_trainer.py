@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlgen.checkpointing import list_checkpoints
 from vlgen.captioning.train_config import CaptionTrainConfig
 from vlgen.captioning.trainer import epoch_batches, train_captioner
+from vlgen.checkpointing import list_checkpoints
 from vlgen.cli import main
 from vlgen.data.synth import synth_dataset
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from vlgen.captioning.base import Captioner
+from vlgen.captioning.train_config import CaptionTrainConfig
 from vlgen.checkpointing import (
     list_checkpoints,
     load_checkpoint,
@@ -34,7 +35,6 @@ from vlgen.checkpointing import (
     rotate_checkpoints,
     save_checkpoint,
 )
-from vlgen.captioning.train_config import CaptionTrainConfig
 from vlgen.config import save_config
 from vlgen.data.images import load_image
 from vlgen.data.records import Record, load_records
