@@ -26,6 +26,7 @@ import platform
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 VIT_B16_384_GFLOP = 112.0  # 12 layers x (linear 8.2 + attention 1.0) GFLOP at 577 tokens, + patch embedding
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         def run_encoder(sdpa: bool):
             def f():
-                with torch.inference_mode(), (sdpa_vision_attention(model) if sdpa else _null()):
+                with torch.inference_mode(), sdpa_vision_attention(model) if sdpa else nullcontext():
                     for s in range(0, len(pv_all), 8):
                         model.vision_model(pixel_values=pv_all[s : s + 8])
 
@@ -146,9 +147,12 @@ def main(argv: list[str] | None = None) -> dict:
             "encoder_eager": run_encoder(False),
             "encoder_vlgen": run_encoder(True),
         }
-        # warm-up (first-call allocations, lazy imports) on 2 images; captions compared on a full run below
+        # warm-up (first-call allocations, lazy imports, kernel selection) of every path, on 2 images
         with torch.inference_mode():
             model.generate(pixel_values=pv_all[:2], **fixed)
+            with sdpa_vision_attention(model):
+                model.vision_model(pixel_values=pv_all[:2])
+        captioner.generate([Image.open(p).convert("RGB") for p in paths[:2]], max_new_tokens=MAX_NEW_TOKENS)
         pipe(str(paths[0]), text="", generate_kwargs=fixed)
         run_matmul()
 
@@ -170,6 +174,18 @@ def main(argv: list[str] | None = None) -> dict:
                 load.append(os.getloadavg()[0])
             done = ", ".join(f"{k} {v[-1]:.3f}" for k, v in times.items())
             print(f"repeat {r + 1}: {done} s/image", flush=True)
+            # written after every repeat, so a run cut short still leaves its medians so far
+            write_json(summarise(args, batch_size, times, rates, captions, load, r + 1), args.out)
+
+    result = summarise(args, batch_size, times, rates, captions, load, args.repeats)
+    _print_table(result)
+    write_json(result, args.out)
+    print(f"wrote {args.out}")
+    return result
+
+
+def summarise(args, batch_size: int, times, rates, captions, load, repeats_done: int) -> dict:
+    import torch
 
     med = {k: statistics.median(v) for k, v in times.items()}
     rate = statistics.median(rates)
@@ -177,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "setting": "B1",
         "images": args.images,
-        "repeats": args.repeats,
+        "repeats": repeats_done,
+        "repeats_requested": args.repeats,
         "vlgen_batch_size": batch_size,
         "threads": torch.get_num_threads(),
         "matmul_gflops": rate,
@@ -193,21 +210,14 @@ def main(argv: list[str] | None = None) -> dict:
         "versions": _versions(),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
     }
-    _print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(args.out)
-    print(f"wrote {args.out}")
     return result
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+def write_json(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    tmp_out.replace(out)
 
 
 def _versions() -> dict:

@@ -36,7 +36,9 @@ def trained(icons, tiny_sdxl_dir, tiny_sdxl_vae_dir, tmp_path_factory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("lora") / "run"
-    cfg = lora_config(icons, out, tiny_sdxl_dir, tiny_sdxl_vae_dir, max_train_steps=30, export_format="kohya")
+    cfg = lora_config(
+        icons, out, tiny_sdxl_dir, tiny_sdxl_vae_dir, max_train_steps=30, export_format="kohya", learning_rate=2e-2
+    )
     trainer = LoraTrainer(cfg)
     trainer.setup()
     before = fixed_set_loss(trainer)

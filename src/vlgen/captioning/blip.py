@@ -45,7 +45,9 @@ def sdpa_vision_attention(model: torch.nn.Module) -> Iterator[None]:
     raises "does not support an attention implementation through ... scaled_dot_product_attention yet"),
     so the ViT attention modules get `_sdpa_blip_attention_forward` for the duration of the block. Outputs
     match eager to fp32 rounding (greedy captions identical: tests/captioning/test_blip_fast_path.py).
-    Measured on B1 (benchmarks/bench_caption_b1.py): MEASURED_SDPA
+    Measured at B1 (BLIP-base, 384 px, batch 8, fp32, 2 shared cores; eager and SDPA alternating, median of 3):
+    the vision encoder 2.29 -> 1.67 s/image (-27%), i.e. 1.65x -> 1.20x its matmul-bound floor. The profile of
+    the eager encoder had bmm + softmax + scale-mul + copies at ~37% of its time; SDPA leaves the linears (~60%).
     Training (`loss`) never runs inside this block, so dropout and gradients keep transformers' own path.
     """
     from transformers.models.blip.modeling_blip import BlipAttention
@@ -85,7 +87,7 @@ class BlipCaptioner(Captioner):
         pv = self.processor(images=list(images), return_tensors="pt").pixel_values
         return pv.to(self.device, dtype=self.model.dtype)
 
-    @torch.inference_mode()  # vs no_grad: MEASURED_INFMODE
+    @torch.no_grad()
     def generate(
         self, images: Sequence[Image.Image], num_beams: int = 1, max_new_tokens: int = 30, **generate_kwargs: Any
     ) -> list[str]:

@@ -127,14 +127,18 @@ class CnnLstmConfig:
 class TinyEncoder(nn.Module):
     """A small conv stack (stride 2 per block) for tests and the CPU demo: (B,3,S,S) -> (B,C,S/2^n,S/2^n).
 
-    GroupNorm rather than BatchNorm: trained from scratch with small batches, BatchNorm's running statistics
-    lag behind the weights and make eval-mode (validation, captioning) outputs swing from epoch to epoch.
+    Two choices for a CNN trained from scratch on small data:
+    - GroupNorm rather than BatchNorm: with small batches BatchNorm's running statistics lag behind the
+      weights and make eval-mode (validation, captioning) outputs swing from epoch to epoch.
+    - Coordinate channels (CoordConv, Liu et al. 2018): x and y in [-1, 1] are appended to the input, so
+      features know where they are - captions that say "to the left of" / "above" need that, and a small
+      network with zero padding learns it only slowly.
     """
 
     def __init__(self, channels: Sequence[int]) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        c_in = 3
+        c_in = 3 + 2
         for c in channels:
             layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.ReLU(inplace=True)]
             c_in = c
@@ -142,7 +146,10 @@ class TinyEncoder(nn.Module):
         self.out_channels = c_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        B, _, H, W = x.shape
+        ys = torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype).view(1, 1, H, 1).expand(B, 1, H, W)
+        xs = torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype).view(1, 1, 1, W).expand(B, 1, H, W)
+        return self.features(torch.cat([x, xs, ys], dim=1))  # (B, 5, H, W) -> (B, C, H', W')
 
 
 def build_encoder(config: CnnLstmConfig, load_weights: bool = True) -> tuple[nn.Module, int]:

@@ -299,7 +299,7 @@ def create_app(
         "/v1/caption",
         tags=["caption"],
         response_model=CaptionResponse,
-        responses=error_docs(*auth_codes, 413, 415, 422, 503, 504),
+        responses=error_docs(*auth_codes, 400, 413, 415, 422, 503, 504),
     )
     async def caption(
         file: Annotated[UploadFile | None, File(description="One image")] = None,
@@ -328,6 +328,10 @@ def create_app(
             raise APIError(503, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
         except asyncio.TimeoutError:
             raise APIError(504, f"captioning took longer than {settings.timeout_s:g} s (--timeout-s)") from None
+        except APIError:
+            raise
+        except Exception:  # the model failed; the batcher logged the traceback
+            raise APIError(500, "captioning failed (the error is in the server log)") from None
         return {
             "model": caption_model_id,
             "num_beams": num_beams,
@@ -350,7 +354,7 @@ def create_app(
                 "description": "`response_format: png` -> the PNG (seed in `X-Seed`); `b64_json` -> JSON",
                 "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
             },
-            **error_docs(*auth_codes, 413, 415, 422, 501, 503, 504),
+            **error_docs(*auth_codes, 400, 413, 415, 422, 501, 503, 504),
         },
     )
     async def generate(body: GenerateRequest) -> Any:  # type: ignore[valid-type]
@@ -398,6 +402,9 @@ def create_app(
             ) from None
         except GenerationCancelled:  # only after a timeout we already answered; kept for completeness
             raise APIError(504, "generation was cancelled") from None
+        except Exception:
+            log.exception("generation failed for %s", opts)
+            raise APIError(500, "generation failed (the error is in the server log)") from None
         finally:
             gen["admitted"] -= 1
         elapsed = time.perf_counter() - t0

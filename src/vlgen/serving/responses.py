@@ -80,6 +80,7 @@ class ErrorResponse(BaseModel):
 
 
 _DESCRIPTIONS = {
+    400: "Body that cannot be parsed (broken multipart data).",
     401: "Missing or wrong API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`).",
     413: "Request body over --max-body-mb.",
     415: "Wrong Content-Type for this endpoint.",

@@ -88,7 +88,7 @@ def load_pipeline(base: str, vae: str | None = None, device: str | None = None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     path = resolve_model(base, what="base model").path
-    kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype}
     if resolve_vae(vae) is not None:
         kwargs["vae"] = load_vae(resolve_vae(vae), path).to(dtype)
     pipe = StableDiffusionXLPipeline.from_pretrained(path, **kwargs).to(device)

@@ -147,8 +147,9 @@ class LoraTrainer:
             m.requires_grad_(False)
             # SDXL base's VAE (force_upcast) stays fp32 always: in fp16 its activations overflow to NaN.
             keep_fp32 = m is parts.vae and parts.vae.config.force_upcast
-            dtype = None if keep_fp32 or self.weight_dtype == torch.float32 else self.weight_dtype
-            m.to(acc.device, dtype=dtype)
+            m.to(acc.device)
+            if not keep_fp32 and self.weight_dtype != torch.float32:
+                m.to(dtype=self.weight_dtype)
         torch.manual_seed(cfg.seed)
         # lora_alpha = rank: scale 1, as diffusers' script; init "gaussian" for lora_A, zeros for lora_B,
         # so the adapted model starts out exactly equal to the base.
@@ -164,8 +165,8 @@ class LoraTrainer:
         if cfg.gradient_checkpointing:
             parts.unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
-                parts.text_encoder.gradient_checkpointing_enable()
-                parts.text_encoder_2.gradient_checkpointing_enable()
+                for te in (parts.text_encoder, parts.text_encoder_2):  # transformers 5 renamed the method
+                    getattr(te, "activation_checkpointing_enable", te.gradient_checkpointing_enable)()
         self.trained = {"unet": parts.unet}
         if cfg.train_text_encoder:
             self.trained.update(text_encoder=parts.text_encoder, text_encoder_2=parts.text_encoder_2)
@@ -182,6 +183,10 @@ class LoraTrainer:
         self.data.fill_caches()
         self.timings["caches_s"] = time.perf_counter() - t0
         self._build_optimizer()
+        if acc.state.deepspeed_plugin is not None:  # no dataloader to read the micro-batch size from
+            if cfg.gradient_accumulation_steps != 1:
+                raise ConfigError("with DeepSpeed, set gradient accumulation in its config, not with this option")
+            acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.train_batch_size
         self.unet, self.optimizer = acc.prepare(parts.unet, self.optimizer)
         if cfg.train_text_encoder:
             self.text_encoders = list(acc.prepare(parts.text_encoder, parts.text_encoder_2))
@@ -293,7 +298,7 @@ class LoraTrainer:
         self.unet.train()
         running: list[float] = []
         done = state["global_step"] >= self.total_steps
-        t_step = time.perf_counter()
+        t_step = self.timings["loop_start"] = time.perf_counter()
         with make_progress() as progress:
             task = progress.add_task("training", total=self.total_steps, completed=state["global_step"])
             for epoch in range(state["epoch"], epochs):
