@@ -1,7 +1,8 @@
 """Load-test `vlgen serve` captioning: micro-batching on vs off, same model, same load, one run.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_serve.py [--model DIR|blip] [--requests 200]
-        [--concurrency 16] [--max-batch-size 8] [--max-wait-ms 10] [--num-beams 1] [--max-new-tokens 8] [--out PATH]
+        [--concurrency 16] [--max-batch-size 8] [--max-wait-ms 10] [--num-threads 1] [--num-beams 1]
+        [--max-new-tokens 8] [--out PATH]
 
 By default the captioner is the *tiny* random BLIP of `vlgen.testing` (real BlipForConditionalGeneration
 classes at toy width, 384 px input), built into a temp dir, so the run needs no download; its absolute
@@ -11,7 +12,8 @@ numbers are about the serving path (HTTP, multipart, decoding, batching), not ab
 For each configuration a real server process is started (`python -m vlgen serve`), warmed up, then hit
 with `--requests` single-image caption requests from `--concurrency` client threads (httpx). Reported:
 requests/s, p50/p99 latency, mean batch size (from /health) and the server's peak RSS (VmHWM). Prints a
-table and writes JSON.
+table and writes JSON. The server runs with `--num-threads 1` by default: on a small shared CPU, torch's
+default of one OpenMP thread per core made every forward pass ~15x slower through spin-waiting.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def run_config(model: str, max_batch_size: int, args, images: list[bytes]) -> di
         "--max-batch-size", str(max_batch_size),
         "--max-wait-ms", str(args.max_wait_ms),
         "--max-queue", str(max(64, args.concurrency * 2)),
+        "--num-threads", str(args.num_threads),
         "--log-level", "warning",
     ]  # fmt: skip
     data = {"num_beams": str(args.num_beams), "max_new_tokens": str(args.max_new_tokens)}
@@ -96,6 +99,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-batch-size", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=10.0)
+    ap.add_argument("--num-threads", type=int, default=1, help="server's torch threads (1: robust on shared CPUs)")
     ap.add_argument("--num-beams", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_serve.json")

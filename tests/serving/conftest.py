@@ -54,12 +54,13 @@ def _servers(tiny_blip_dir: Path, tiny_sdxl_dir: Path, tiny_lora_dir: Path, tmp_
             "--max-pixels", "4000000",
             "--max-steps", "4",
             "--max-side", "128",
+            "--num-threads", "1",  # CI boxes are small and shared: see ServeSettings.num_threads
             "--log-level", "warning",
         ],
         log_path=logs / "main.log",
     )  # fmt: skip
     keyed = ServerProcess(
-        ["--caption-model", str(tiny_blip_dir), "--api-key", API_KEY, "--log-level", "warning"],
+        ["--caption-model", str(tiny_blip_dir), "--api-key", API_KEY, "--num-threads", "1", "--log-level", "warning"],
         log_path=logs / "keyed.log",
     )
     try:

@@ -22,6 +22,7 @@ def serve(
         None, envvar="VLGEN_API_KEY", help="Require `Authorization: Bearer KEY` (or X-API-Key) on /v1/*."
     ),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+    num_threads: int | None = typer.Option(None, help="torch CPU threads (default: one per core)."),
     max_batch_size: int = typer.Option(_D.max_batch_size, help="Most images per caption batch (1 = off)."),
     max_wait_ms: float = typer.Option(_D.max_wait_ms, help="Longest an image waits for others to join its batch."),
     max_queue: int = typer.Option(_D.max_queue, help="Images admitted at once; more -> 503 + Retry-After."),
@@ -44,6 +45,7 @@ def serve(
         port=port,
         api_key=api_key,
         device=device,
+        num_threads=num_threads,
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,

@@ -21,6 +21,7 @@ class ServeSettings:
     t2i_base: str | None = None  # SDXL base; None = /v1/generate answers 501 "not enabled"
     lora: str | None = None  # directory with pytorch_lora_weights.safetensors, fused at request time by scale
     device: str | None = None  # None = cuda when available, else cpu
+    num_threads: int | None = None  # torch intra-op CPU threads; None = torch's default (one per core)
     # network
     host: str = "127.0.0.1"
     port: int = 8000
@@ -70,6 +71,8 @@ class ServeSettings:
         for flag, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{flag} must be > 0, got {value}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"--num-threads must be >= 1, got {self.num_threads}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:

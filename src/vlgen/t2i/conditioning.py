@@ -11,6 +11,7 @@ This mirrors `StableDiffusionXLPipeline.encode_prompt`, so training and inferenc
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,29 @@ def load_components(base: str, vae_ref: str | None) -> SdxlComponents:
         base_path=path,
         vae_ref=vae_ref,
     )
+
+
+def drop_frozen(parts: SdxlComponents, vae: bool, text_encoders: bool) -> None:
+    """Free the VAE / frozen text encoders once their outputs are cached (diffusers' script does too):
+    for SDXL that is 2.8 GB of fp32 weights that training never reads again."""
+    if vae:
+        parts.vae = None
+    if text_encoders:
+        parts.text_encoder = parts.text_encoder_2 = None
+    gc.collect()
+
+
+def restore_frozen(parts: SdxlComponents, device, dtype) -> None:
+    """Reload what `drop_frozen` freed (for validation images), in the precision training used."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    if parts.vae is None:
+        vae = load_vae(parts.vae_ref, parts.base_path).to(device)
+        parts.vae = vae if vae.config.force_upcast else vae.to(dtype)
+    if parts.text_encoder is None:
+        parts.text_encoder = CLIPTextModel.from_pretrained(parts.base_path, subfolder="text_encoder").to(device, dtype)
+        te2 = CLIPTextModelWithProjection.from_pretrained(parts.base_path, subfolder="text_encoder_2")
+        parts.text_encoder_2 = te2.to(device, dtype)
 
 
 def tokenize(tokenizers: list, prompts: list[str]) -> list[torch.Tensor]:

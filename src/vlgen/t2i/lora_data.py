@@ -96,6 +96,7 @@ class TrainingData:
         # VAE precision: fp32 whenever the VAE asks for it (SDXL base's sets force_upcast: its activations
         # exceed fp16's 65504 and decode to NaN/black); the fp16-fix VAE runs in the training dtype.
         self.vae_dtype = torch.float32 if parts.vae.config.force_upcast else parts.unet.dtype
+        self.scaling_factor = parts.vae.config.scaling_factor  # 0.13025 for SDXL: unit-variance latents
 
     def _bucket(self, e: Example) -> Size:
         return nearest_bucket(e.original_size, self.buckets) if self.cfg.aspect_ratio_buckets else self.buckets[0]
@@ -178,9 +179,8 @@ class TrainingData:
             latents.append(mean + std * eps)
             time_ids.append(self.plan(idx, is_class, bucket).time_ids(f))
             prompts.append((self.classes if is_class else self.instances)[idx].prompt)
-        scaling = self.parts.vae.config.scaling_factor  # 0.13025 for SDXL: unit-variance latents
         out = {
-            "latents": torch.cat(latents) * scaling,  # (n, 4, h, w)
+            "latents": torch.cat(latents) * self.scaling_factor,  # (n, 4, h, w)
             "time_ids": torch.tensor(time_ids, dtype=torch.float32, device=self.device),  # (n, 6)
         }
         if self.caches_text:

@@ -27,7 +27,7 @@ from vlgen.checkpointing import load_checkpoint, resolve_resume, rotate_checkpoi
 from vlgen.config import save_config
 from vlgen.errors import ConfigError
 from vlgen.t2i.buckets import bucketed_batches
-from vlgen.t2i.conditioning import encode_prompt, load_components
+from vlgen.t2i.conditioning import drop_frozen, encode_prompt, load_components, restore_frozen
 from vlgen.t2i.lora_config import TEXT_ENCODER_TARGET_MODULES, UNET_TARGET_MODULES, LoraTrainConfig
 from vlgen.t2i.lora_data import (
     FP16_VAE_HINT,
@@ -182,6 +182,7 @@ class LoraTrainer:
         t0 = time.perf_counter()
         self.data.fill_caches()
         self.timings["caches_s"] = time.perf_counter() - t0
+        drop_frozen(parts, vae=cfg.cache_latents, text_encoders=self.data.caches_text)
         self._build_optimizer()
         if acc.state.deepspeed_plugin is not None:  # no dataloader to read the micro-batch size from
             if cfg.gradient_accumulation_steps != 1:
@@ -373,6 +374,7 @@ class LoraTrainer:
         """A StableDiffusionXLPipeline over the trained (adapted) components, for validation and tests."""
         from vlgen.t2i.prior import sdxl_pipeline
 
+        restore_frozen(self.parts, self.acc.device, self.weight_dtype)
         unet = self.acc.unwrap_model(self.unet)
         pipe = sdxl_pipeline(self.parts, unet=unet)
         if self.cfg.train_text_encoder:
