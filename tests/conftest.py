@@ -57,3 +57,17 @@ def tiny_dino_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_cnn_lstm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """vlgen's CNN-LSTM captioner (built by vlgen.captioning.cnn_lstm.build_tiny_cnn_lstm)."""
     return _build(tmp_path_factory, "cnn-lstm")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One intra-op thread for every test and the subprocesses tests start.
+
+    The tiny models gain nothing from a second thread, and on a loaded 2-core machine two OpenMP threads per
+    process made small matmuls up to ~100x slower (measured while several suites ran at once).
+    """
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)

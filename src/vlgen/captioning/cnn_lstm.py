@@ -129,7 +129,8 @@ class TinyEncoder(nn.Module):
 
     Two choices for a CNN trained from scratch on small data:
     - GroupNorm rather than BatchNorm: with small batches BatchNorm's running statistics lag behind the
-      weights and make eval-mode (validation, captioning) outputs swing from epoch to epoch.
+      weights and make eval-mode (validation, captioning) outputs swing from epoch to epoch. Groups of 8
+      channels, not 1: a one-channel group removes that channel's mean, i.e. the colour of a flat region.
     - Coordinate channels (CoordConv, Liu et al. 2018): x and y in [-1, 1] are appended to the input, so
       features know where they are - captions that say "to the left of" / "above" need that, and a small
       network with zero padding learns it only slowly.
@@ -140,7 +141,8 @@ class TinyEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = 3 + 2
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.ReLU(inplace=True)]
+            norm = nn.GroupNorm(max(1, c // 8), c)
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), norm, nn.ReLU(inplace=True)]
             c_in = c
         self.features = nn.Sequential(*layers)
         self.out_channels = c_in
