@@ -81,6 +81,12 @@ def test_blip_base_captions_one_image_on_cpu():
     assert image_embeds.shape == (1, 577, 768)  # (384/16)^2 patches + [CLS]
     assert ids.shape == (1, 5) and ids[0, 0].item() == 30522  # [DEC] + 4 tokens
     assert int(ids.max()) < 30524
+    # The same model through vlgen's captioner (SDPA vision attention, beam search, decoding).
+    from vlgen.captioning.blip import BlipCaptioner
+
+    captions = BlipCaptioner(model.eval(), processor).generate([Image.new("RGB", (500, 375))] * 2, num_beams=2,
+                                                               max_new_tokens=4)  # fmt: skip
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
 
 
 @pytest.mark.slow
