@@ -17,3 +17,24 @@ def test_appender_drops_a_partial_last_line_from_a_killed_run(tmp_path):
         w.write({"file_name": "b.png"})
     rows = [json.loads(line) for line in p.read_text().splitlines()]
     assert rows == [{"file_name": "a.png"}, {"file_name": "b.png"}]
+
+
+def test_read_jsonl_objects_locates_every_kind_of_bad_line(tmp_path):
+    import pytest
+
+    from vlgen.errors import DataError
+    from vlgen.fileio import read_jsonl_objects
+
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b'{"a": 1}\n\n{"a": 2}\n')
+    assert read_jsonl_objects(good) == [(1, {"a": 1}), (3, {"a": 2})]
+    for body, line, reason in [
+        (b'{"a": 1}\n{"a": \xff}\n', 2, "not valid UTF-8"),
+        (b'{"a": 1}\n{"a": \n', 2, "not valid JSON"),
+        (b"[1, 2]\n", 1, "expected a JSON object, got list"),
+    ]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_bytes(body)
+        with pytest.raises(DataError, match=reason) as e:
+            read_jsonl_objects(bad)
+        assert e.value.line == line and str(bad) in str(e.value)

@@ -1,4 +1,4 @@
-"""Atomic file writes and JSONL appends (a leaf module: imports nothing of vlgen).
+"""Atomic file writes, JSONL appends and a strict JSONL reader (imports only vlgen.errors, also a leaf).
 
 Writes go to a temp file in the same folder and are renamed into place, so a killed process never
 leaves a half-written output behind. JSONL appends are flushed and fsync'd line by line so that
@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from vlgen.errors import DataError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -72,3 +74,32 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_jsonl_objects(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file.
+
+    Strict and located: a line that is not UTF-8, not JSON, or not a JSON object raises `DataError` naming
+    `path:line`. Bytes are decoded line by line so one bad byte is reported on its own line.
+    """
+    path = Path(path)
+    try:
+        raw_lines = path.read_bytes().split(b"\n")
+    except OSError as e:
+        raise DataError(f"cannot read the file ({e.strerror or e})", path=str(path)) from None
+    rows: list[tuple[int, dict]] = []
+    for no, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"line is not valid UTF-8 (byte {e.start})", path=str(path), line=no) from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON ({e.msg} at column {e.colno})", path=str(path), line=no) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=no)
+        rows.append((no, obj))
+    return rows

@@ -83,7 +83,7 @@ BAD = [
         2,
         "UTF-8",
     ),
-    ("malformed", b'{"prediction": "a dog", "references": ["a dog"]\n', 1, "malformed JSON"),
+    ("malformed", b'{"prediction": "a dog", "references": ["a dog"]\n', 1, "not valid JSON"),
     ("not_object", b'["a dog"]\n', 1, "JSON object"),
     ("caption_without_data", b'{"file_name": "1.png", "caption": "a dog"}\n', 1, "--data"),
 ]

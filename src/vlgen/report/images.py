@@ -34,7 +34,7 @@ from typing import Any
 
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image, probe_image, resolve_file_name
 from vlgen.errors import ConfigError, DataError
-from vlgen.fileio import write_json, write_jsonl
+from vlgen.fileio import read_jsonl_objects, write_json, write_jsonl
 from vlgen.report import html
 
 DEFAULT_MAX_SHOWN = 200  # images on the page; per_image.jsonl always has all of them
@@ -84,19 +84,7 @@ def list_images(folder: str | os.PathLike, what: str) -> list[str]:
 def _read_jsonl(path: Path, *, prompt_columns: tuple[str, ...]) -> dict[str, tuple[str, int, dict]]:
     """{file_name: (prompt, line, other fields)} from a JSONL file; DataError naming path:line on any problem."""
     rows: dict[str, tuple[str, int, dict]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read prompts ({e})", path=str(path)) from None
-    for n, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON ({e.msg})", path=str(path), line=n) from None
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=n)
+    for n, obj in read_jsonl_objects(path):
         if "file_name" not in obj:
             raise DataError("missing 'file_name'", path=str(path), line=n)
         column = next((c for c in prompt_columns if c in obj), None)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vlgen.errors import DataError
+from vlgen.fileio import read_jsonl_objects
 
 
 @dataclass
@@ -39,21 +40,7 @@ class CaptionItem:
 def _lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise DataError("prediction file not found", path=str(path))
-    rows = []
-    for no, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"line is not valid UTF-8 (byte {e.start})", path=str(path), line=no) from None
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", path=str(path), line=no) from None
-        if not isinstance(row, dict):
-            raise DataError(f"expected a JSON object, got {type(row).__name__}", path=str(path), line=no)
-        rows.append((no, row))
+    rows = read_jsonl_objects(path)
     if not rows:
         raise DataError("empty file: no predictions to evaluate", path=str(path))
     return rows

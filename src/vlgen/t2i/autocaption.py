@@ -14,14 +14,13 @@ The captioner is reached only through `vlgen.captioning.registry` (t2i and capti
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image
 from vlgen.errors import ConfigError, DataError, ImageLoadError
-from vlgen.fileio import write_jsonl
+from vlgen.fileio import read_jsonl_objects, write_jsonl
 
 PLACEHOLDER = "{caption}"
 
@@ -59,17 +58,11 @@ def find_images(root: Path) -> list[str]:
 
 def read_rows(meta: Path) -> list[dict]:
     """Existing metadata rows as they are (all columns kept); a malformed line is an error naming it."""
-    rows = []
     if not meta.is_file():
-        return rows
-    for i, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON ({e.msg})", path=str(meta), line=i) from None
-        if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+        return []
+    rows = []
+    for i, row in read_jsonl_objects(meta):
+        if not isinstance(row.get("file_name"), str):
             raise DataError("each row needs a string 'file_name'", path=str(meta), line=i)
         rows.append(row)
     return rows
