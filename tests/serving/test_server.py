@@ -219,3 +219,29 @@ def test_lora_scale_changes_the_image(server: ServerProcess) -> None:
     full = _generate(server, seed=3, lora_scale=1.0).content
     default = _generate(server, seed=3).content
     assert base != full and default == full
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"seed": 11, "lora_scale": 0.5},
+        {"seed": 12, "negative_prompt": "blurry", "guidance_scale": 3.0, "width": 96, "height": 72},
+    ],
+    ids=["lora-0.5", "defaults-scale-negative-size"],
+)
+def test_generate_equals_vlgen_generate(server: ServerProcess, tiny_sdxl_dir, tiny_lora_dir, tmp_path, settings):
+    """The server and `vlgen generate` share vlgen.t2i.generate: same settings, same pixels (and PNG bytes)."""
+    from vlgen.cli import main
+
+    served = _generate(server, prompt="a blue sphere", num_inference_steps=2, **settings)
+    assert served.status_code == 200, served.text
+    args = ["generate", "a blue sphere", "--out", str(tmp_path), "--base", str(tiny_sdxl_dir), "--device", "cpu"]
+    args += ["--lora", str(tiny_lora_dir), "--num-inference-steps", "2"]
+    for name, value in settings.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    assert main(args) == 0
+    cli = Image.open(tmp_path / "0000.png")
+    img = Image.open(io.BytesIO(served.content))
+    assert (img.size, img.mode) == (cli.size, cli.mode)
+    assert img.tobytes() == cli.tobytes()
+    assert served.content == (tmp_path / "0000.png").read_bytes()

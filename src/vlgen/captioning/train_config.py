@@ -40,7 +40,7 @@ class CaptionTrainConfig:
     metric_for_best_model: str = "CIDEr+BLEU-4"  # or "loss", or any single metric name
     num_beams: int = 1  # decoding for the validation metric
     max_new_tokens: int = 30
-    report_to: Literal["none", "tensorboard"] = "none"
+    report_to: Literal["none", "tensorboard"] = "none"  # tensorboard: pip install 'vlgen[tensorboard]'
     num_workers: int = 0
     cpu: bool = False  # force CPU even when a GPU is present
     # New CNN-LSTM only (ignored when fine-tuning a checkpoint)

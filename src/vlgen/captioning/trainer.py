@@ -42,6 +42,13 @@ from vlgen.errors import ConfigError
 from vlgen.fileio import write_json, write_jsonl
 
 
+def tensorboard_available() -> bool:
+    """What Accelerate's tensorboard tracker needs (either package). Without one it would silently log nothing."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+
+
 def check_config(cfg: CaptionTrainConfig) -> None:
     """Fail before any work starts, naming the option and value."""
     if not cfg.data:
@@ -59,6 +66,8 @@ def check_config(cfg: CaptionTrainConfig) -> None:
         raise ConfigError(f"--checkpointing-steps must be at least 1, got {cfg.checkpointing_steps}")
     if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
         raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on CPU")
+    if cfg.report_to == "tensorboard" and not tensorboard_available():
+        raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
 
 
 # ----------------------------------------------------------------------------------------------- data

@@ -15,7 +15,9 @@ def serve(
     t2i_base: str | None = typer.Option(
         None, help="SDXL base (hub id or directory) to enable /v1/generate: stabilityai/stable-diffusion-xl-base-1.0."
     ),
-    lora: str | None = typer.Option(None, help="LoRA directory (pytorch_lora_weights.safetensors) for --t2i-base."),
+    lora: str | None = typer.Option(
+        None, help="LoRA for --t2i-base: a `vlgen train lora` output dir or .safetensors (as `vlgen generate`)."
+    ),
     host: str = typer.Option(_D.host, help="Address to bind; anything but loopback requires --api-key."),
     port: int = typer.Option(_D.port, help="Port to bind."),
     api_key: str | None = typer.Option(

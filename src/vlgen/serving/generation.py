@@ -1,11 +1,15 @@
 """Text-to-image for the server: an SDXL pipeline (plus an optional LoRA) loaded once, called per request.
 
-Deliberately one small class on plain diffusers, so it can later be swapped for `vlgen.t2i` without
-touching the HTTP layer: the app only calls `TextToImage.load(...)` and `.generate(...)`.
+A thin shell over `vlgen.t2i.generate`, the library behind `vlgen generate`: the pipeline is loaded by
+`load_pipeline` (fp16 on CUDA, fp32 on CPU), the LoRA by `apply_lora` (a training output directory or a
+.safetensors file), and every image is made by `generate_image` (a CPU generator seeded with the request's
+seed). So the server and `vlgen generate` give the same image for the same prompt and settings
+(tests/serving/test_server.py checks the PNG bytes). The app only calls `TextToImage.load(...)` and
+`.generate(...)`.
 
-The LoRA is loaded once as a PEFT adapter; each request's `lora_scale` goes through
-`cross_attention_kwargs={"scale": s}`, which SDXL applies to the UNet and both text encoders for that call
-only, so requests with different scales never see each other's setting (0.0 = the base model).
+Each request's `lora_scale` (None: 1.0) is set on the adapter with `set_lora_scale`, under the same lock
+as the pipeline call, so requests with different scales never see each other's setting (0.0 = the base
+model).
 """
 
 from __future__ import annotations
@@ -13,13 +17,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from vlgen.errors import ModelNotAvailableError
-from vlgen.hub import DEFAULT_MODELS, resolve_model
+from vlgen.hub import DEFAULT_MODELS
 
 DEFAULT_T2I_BASE = DEFAULT_MODELS["sdxl"]
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
 class GenerationCancelled(Exception):
@@ -45,49 +46,47 @@ class TextToImage:
         self.lora = lora
         self.device = device
         self.default_size = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
-        self._lock = threading.Lock()  # one pipeline call at a time: schedulers keep per-call state
+        self._lock = threading.Lock()  # one pipeline call at a time: schedulers and the LoRA scale are state
+        self._lora_scale = 1.0 if lora is not None else None  # what the adapter is set to now
 
     @classmethod
     def load(cls, base: str = DEFAULT_T2I_BASE, lora: str | None = None, device: str = "cpu") -> TextToImage:
-        import torch
-        from diffusers import StableDiffusionXLPipeline
+        from vlgen.t2i.generate import apply_lora, load_pipeline, lora_file
 
-        path = resolve_model(base, what="SDXL base").path
-        # fp32 everywhere: SDXL's own VAE overflows in fp16 (black images) unless the fp16-fix VAE is used.
-        pipe = StableDiffusionXLPipeline.from_pretrained(path, torch_dtype=torch.float32)
         if lora is not None:
-            lora_dir = Path(lora)
-            if not (lora_dir / LORA_WEIGHTS).is_file():
-                raise ModelNotAvailableError(f"--lora {lora}: {lora_dir / LORA_WEIGHTS} not found")
-            pipe.load_lora_weights(str(lora_dir), weight_name=LORA_WEIGHTS, adapter_name="default")
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
+            lora_file(lora)  # a one-line error before the (slow) base model load
+        pipe = load_pipeline(base, device=device)
+        if lora is not None:
+            apply_lora(pipe, lora, 1.0)
         return cls(pipe, base=base, lora=lora, device=device)
 
     def generate(self, opts: GenerateOptions, should_stop: Callable[[], bool] = lambda: False):
         """One PIL image. `should_stop()` is polled after every denoising step."""
         import torch
 
+        from vlgen.t2i.generate import generate_image, set_lora_scale
+
         def on_step_end(pipe, step, timestep, callback_kwargs):
             if should_stop():
                 raise GenerationCancelled(f"cancelled after step {step + 1}")
             return callback_kwargs
 
-        kwargs = {}
-        if self.lora is not None:
-            kwargs["cross_attention_kwargs"] = {"scale": 1.0 if opts.lora_scale is None else opts.lora_scale}
-        # A CPU generator gives the same image for the same seed on any device (diffusers' advice).
-        generator = torch.Generator("cpu").manual_seed(opts.seed)
-        with self._lock, torch.inference_mode():
-            out = self.pipe(
-                prompt=opts.prompt,
-                negative_prompt=opts.negative_prompt,
-                num_inference_steps=opts.num_inference_steps,
-                guidance_scale=opts.guidance_scale,
-                width=opts.width or self.default_size,
-                height=opts.height or self.default_size,
-                generator=generator,
-                callback_on_step_end=on_step_end,
-                **kwargs,
-            )
-        return out.images[0]
+        with self._lock:
+            if self.lora is not None:
+                scale = 1.0 if opts.lora_scale is None else opts.lora_scale
+                if scale != self._lora_scale:
+                    self._lora_scale = None  # unknown until set_lora_scale returns
+                    set_lora_scale(self.pipe, scale)
+                    self._lora_scale = scale
+            with torch.inference_mode():
+                return generate_image(
+                    self.pipe,
+                    opts.prompt,
+                    seed=opts.seed,
+                    negative_prompt=opts.negative_prompt,
+                    num_inference_steps=opts.num_inference_steps,
+                    guidance_scale=opts.guidance_scale,
+                    width=opts.width,
+                    height=opts.height,
+                    callback_on_step_end=on_step_end,
+                )

@@ -19,7 +19,7 @@ class ServeSettings:
     # models
     caption_model: str = "blip"  # family name, hub id or directory (vlgen.captioning.registry.load_captioner)
     t2i_base: str | None = None  # SDXL base; None = /v1/generate answers 501 "not enabled"
-    lora: str | None = None  # directory with pytorch_lora_weights.safetensors, fused at request time by scale
+    lora: str | None = None  # as `vlgen generate --lora`: output dir or .safetensors; scaled per request
     device: str | None = None  # None = cuda when available, else cpu
     num_threads: int | None = None  # torch intra-op CPU threads; None = torch's default (one per core)
     # network

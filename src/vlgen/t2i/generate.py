@@ -96,10 +96,50 @@ def load_pipeline(base: str, vae: str | None = None, device: str | None = None):
     return pipe
 
 
+LORA_ADAPTER = "lora"
+
+
 def apply_lora(pipe, ref: str | Path, scale: float) -> None:
+    """Load a LoRA (see `lora_file`) as the pipeline's one adapter, at strength `scale`."""
     folder, weight_name = lora_file(ref)
-    pipe.load_lora_weights(folder, weight_name=weight_name, adapter_name="lora")
-    pipe.set_adapters(["lora"], adapter_weights=[scale])
+    pipe.load_lora_weights(folder, weight_name=weight_name, adapter_name=LORA_ADAPTER)
+    set_lora_scale(pipe, scale)
+
+
+def set_lora_scale(pipe, scale: float) -> None:
+    """The strength of the adapter `apply_lora` loaded, for every later call (0.0 = the base model).
+
+    Pipeline state, not per call: a caller sharing one pipeline between threads (the server) sets it and
+    generates under one lock.
+    """
+    pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
+
+
+def generate_image(
+    pipe,
+    prompt: str,
+    *,
+    seed: int,
+    negative_prompt: str | None = None,
+    num_inference_steps: int = 30,
+    guidance_scale: float = 5.0,
+    width: int | None = None,
+    height: int | None = None,
+    callback_on_step_end=None,
+):
+    """One PIL image. The noise comes from a CPU generator seeded with `seed`: the same numbers on every
+    device, so one image can be regenerated alone. None sizes: the UNet's native size. The one place that
+    calls the pipeline for `vlgen generate` and the server's /v1/generate, so both give the same image."""
+    return pipe(
+        prompt,
+        negative_prompt=negative_prompt,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        width=width,
+        height=height,
+        generator=torch.Generator().manual_seed(seed),
+        callback_on_step_end=callback_on_step_end,
+    ).images[0]
 
 
 def _run(pipe, prompts: list[str], s: GenerateSettings, out_dir: Path, model: str, prefix: str = "") -> list[dict]:
@@ -111,15 +151,16 @@ def _run(pipe, prompts: list[str], s: GenerateSettings, out_dir: Path, model: st
     jobs = [(i, k, p) for i, p in enumerate(prompts) for k in range(s.num_images_per_prompt)]
     for i, k, prompt in track(jobs, f"generating ({model})"):
         seed = s.seed + i * s.num_images_per_prompt + k
-        image = pipe(
+        image = generate_image(
+            pipe,
             prompt,
+            seed=seed,
             negative_prompt=s.negative_prompt,
             num_inference_steps=s.num_inference_steps,
             guidance_scale=s.guidance_scale,
             width=s.width,
             height=s.height,
-            generator=torch.Generator().manual_seed(seed),
-        ).images[0]
+        )
         name = f"{prefix}{len(rows):04d}.png"
         buf = io.BytesIO()
         image.save(buf, format="PNG")
