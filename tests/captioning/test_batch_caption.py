@@ -93,3 +93,14 @@ def test_stdout_when_no_out_and_input_errors(tmp_path, tiny_cnn_lstm_dir, capsys
         collect_inputs([tmp_path / "missing"])
     assert main(["caption", str(img), "--model", str(tiny_cnn_lstm_dir), "--on-error", "ignore"]) == 2
     assert "--on-error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("num_beams", "expected"), [(1, [20]), (4, [8, 8, 4]), (3, [10, 10])])
+def test_default_batch_size_keeps_decoding_sequences_per_pass_constant(synth, tiny_cnn_lstm_dir, num_beams, expected):
+    # 20 images; no batch_size given: 32 // num_beams images per pass (32 sequences with beams).
+    counting = CountingCaptioner(load_captioner(str(tiny_cnn_lstm_dir)))
+    rows: list[dict] = []
+    caption_images(counting, collect_inputs([synth], split=None), None, num_beams=num_beams, max_new_tokens=5,
+                   echo=rows.append)  # fmt: skip
+    assert counting.batches == expected
+    assert len(rows) == 20

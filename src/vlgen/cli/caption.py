@@ -15,7 +15,9 @@ def caption(
     model: str = typer.Option("blip", "--model", help="blip, vit-gpt2, a hub id, or a model directory."),
     out_file: Path | None = typer.Option(None, "--out", help="JSONL output (appended; rerun resumes)."),
     num_beams: int = typer.Option(4, help="Beam width (1 = greedy)."),
-    batch_size: int = typer.Option(8, help="Images per forward pass."),
+    batch_size: int | None = typer.Option(
+        None, help="Images per forward pass (default: 32 decoding sequences, i.e. 32 // num_beams images)."
+    ),
     max_new_tokens: int = typer.Option(30, help="Longest caption, in tokens."),
     split: str | None = typer.Option(None, help="Only this split of a dataset folder (train/validation/test)."),
     on_error: str = typer.Option("fail", help="fail: stop at a bad image; skip: report it and go on."),

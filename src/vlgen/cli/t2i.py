@@ -20,7 +20,9 @@ def autocaption(
     caption_column: str = typer.Option("text", "--caption-column", help="Column to write (e.g. prompt)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recaption images that already have a caption."),
     on_error: str = typer.Option("fail", "--on-error", help="Unreadable images: fail (exit 1) or skip."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per captioner call."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Images per captioner call (default: as `vlgen caption`, 32 // num_beams)."
+    ),
     num_beams: int = typer.Option(3, "--num-beams", help="Beam width (1 = greedy)."),
     max_new_tokens: int = typer.Option(30, "--max-new-tokens", help="Longest caption, in tokens."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda ... (default: cuda when available)."),

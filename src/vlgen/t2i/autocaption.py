@@ -76,7 +76,7 @@ def autocaption(
     caption_column: str = "text",
     overwrite: bool = False,
     on_error: Literal["fail", "skip"] = "fail",
-    batch_size: int = 8,
+    batch_size: int | None = None,  # None: as `vlgen caption`, 32 // num_beams images
     num_beams: int = 3,
     max_new_tokens: int = 30,
     device: str = "cpu",
@@ -88,6 +88,12 @@ def autocaption(
         raise ConfigError(f"{root}: no such directory")
     if on_error not in ("fail", "skip"):
         raise ConfigError(f"--on-error must be 'fail' or 'skip', got {on_error!r}")
+    if batch_size is None:
+        from vlgen.captioning.batch import default_batch_size
+
+        batch_size = default_batch_size(num_beams)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     names = find_images(root)
     if not names:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder", path=str(root))
