@@ -6,6 +6,9 @@ same file layout, same special-token conventions - only the widths are toy-sized
 The way diffusers and transformers test themselves, without any network access.
 
 Same `seed` -> byte-identical files (weights and tokenizer); a different seed -> different weights.
+Builder options go through `build_tiny(name, out, seed, **options)`; so far only `sdxl` has some:
+`fit_vae=DIR` fits its VAE on a folder of images (seeded, so still deterministic) and `vae_steps=N`
+(see vlgen.testing.sdxl.fit_tiny_sdxl_vae).
 Importing this package is cheap: torch/transformers/diffusers are imported when a builder runs.
 
     name        what (stand-in for)
@@ -20,6 +23,7 @@ Importing this package is cheap: torch/transformers/diffusers are imported when 
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -58,17 +62,33 @@ TINY_BUILDERS: dict[str, Callable[..., Path]] = {
 }
 
 
-def build_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
-    """Build tiny model `name` (a key of TINY_BUILDERS) into directory `out`; returns its absolute path."""
+def builder_options(name: str) -> list[str]:
+    """The keyword options builder `name` takes besides `out` and `seed` (e.g. sdxl: fit_vae, vae_steps)."""
+    params = inspect.signature(TINY_BUILDERS[name]).parameters
+    return [p for p in params if p not in ("out", "seed")]
+
+
+def build_tiny(name: str, out: str | os.PathLike, seed: int = 0, **options) -> Path:
+    """Build tiny model `name` (a key of TINY_BUILDERS) into directory `out`; returns its absolute path.
+
+    `options` are passed to the builder (None values are dropped); one it does not take is a VlgenError.
+    """
     if name not in TINY_BUILDERS:
         raise VlgenError(f"unknown tiny model '{name}'; valid names: {', '.join(TINY_BUILDERS)}")
-    return TINY_BUILDERS[name](out, seed=seed)
+    options = {k: v for k, v in options.items() if v is not None}
+    valid = builder_options(name)
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        takes = f"it takes: {', '.join(valid)}" if valid else "it takes none"
+        raise VlgenError(f"tiny model '{name}' has no option {', '.join(unknown)} ({takes})")
+    return TINY_BUILDERS[name](out, seed=seed, **options)
 
 
 __all__ = [
     "MARKER",
     "TINY_BUILDERS",
     "build_tiny",
+    "builder_options",
     "build_tiny_blip",
     "build_tiny_clip",
     "build_tiny_cnn_lstm",

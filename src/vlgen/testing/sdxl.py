@@ -13,18 +13,29 @@ What is kept from SDXL, because the code under test depends on it:
 - EulerDiscreteScheduler configured as SDXL base (scaled_linear 0.00085-0.012, steps_offset 1, leading);
 - two CLIP tokenizers (model_max_length 77); `tokenizer_2` pads with "!" like OpenCLIP bigG's.
 The UNet's `sample_size` is 8 latents, so the pipeline's default output is 64x64.
+
+A random VAE decodes any latent to coloured noise, so whatever a UNet learns is invisible in the images.
+`build_tiny_sdxl(out, fit_vae=DIR)` (`vlgen tiny sdxl OUT --fit-vae DIR`) therefore can fit the pipeline's
+AutoencoderKL as an autoencoder on a folder of images first (`fit_tiny_sdxl_vae`: MSE reconstruction + a
+small KL term, seeded) and set its `scaling_factor` to 1 / std of the latents over those images, the way
+Rombach et al. chose 0.18215 for Stable Diffusion. The config schema is unchanged; only the VAE weights
+and that one value differ from the random build.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from vlgen.errors import DataError
+from vlgen.fileio import write_json
 from vlgen.testing._common import component_seed, seeded, write_model_dir
 from vlgen.testing.clip import clip_text_kwargs, clip_tokenizer
 
 if TYPE_CHECKING:
+    import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
 TINY_TEXT_HIDDEN = 32  # each text encoder
@@ -32,6 +43,8 @@ TINY_POOLED_DIM = 32  # text_encoder_2's projection_dim (SDXL: 1280)
 TINY_TIME_EMBED_DIM = 8  # SDXL: 256
 TINY_LATENT_SIZE = 8  # 64 px / vae_scale_factor 8
 SDXL_SCALING_FACTOR = 0.13025
+VAE_FIT_STEPS = 1500  # `--vae-steps` default: flat shapes on a plain background reconstruct recognisably
+VAE_FIT_FILE = "vae_fit.json"  # written next to model_index.json when the VAE was fitted
 
 
 def tiny_sdxl_unet() -> UNet2DConditionModel:
@@ -132,11 +145,187 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     return pipe
 
 
-def build_tiny_sdxl(out: str | os.PathLike, seed: int = 0) -> Path:
-    """Random tiny SDXL pipeline saved with `save_pretrained` (safetensors; about 2 MB)."""
+def vae_image_paths(data_dir: str | os.PathLike) -> list[Path]:
+    """The images to fit a VAE on: a dataset's `train` split when its metadata.jsonl has one (else every row),
+    or every image file under a plain folder (sorted; hidden entries skipped). DataError if there are none."""
+    from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_records
+
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        what = "not a directory" if root.exists() else "directory not found"
+        raise DataError(f"{what}; --fit-vae expects a folder of images", path=str(root))
+    if (root / METADATA_NAME).is_file():
+        records = load_records(root)
+        paths = [r.path for r in records if r.split == "train"] or [r.path for r in records]
+    else:
+        paths = sorted(
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+    if not paths:
+        exts = ", ".join(IMAGE_EXTENSIONS)
+        raise DataError(f"no images to fit the VAE on (looked for {exts} files or a metadata.jsonl)", path=str(root))
+    return paths
+
+
+def _load_pixels(paths: list[Path], size: int) -> torch.Tensor:
+    """Images through the safe loader, resized (shorter side) and centre-cropped to size x size: (n, 3, s, s) uint8."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vlgen.data import load_image
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        im = load_image(path)
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        if (nw, nh) != (w, h):
+            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        out[i] = np.asarray(im.crop((left, top, left + size, top + size)))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _to_unit(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.float() / 127.5 - 1.0  # uint8 -> [-1, 1], what diffusers VAEs take
+
+
+def _reconstruction_mse(vae: AutoencoderKL, pixels: torch.Tensor, batch: int = 32) -> float:
+    """Mean squared error of decode(posterior mean) against the input, in [-1, 1] units."""
+    import torch
+
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(pixels), batch):
+            x = _to_unit(pixels[i : i + batch])
+            rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+            total += float(((rec - x) ** 2).sum())
+    return total / pixels[0].numel() / len(pixels)
+
+
+def fit_tiny_sdxl_vae(
+    vae: AutoencoderKL,
+    data_dir: str | os.PathLike,
+    steps: int = VAE_FIT_STEPS,
+    seed: int = 0,
+    batch_size: int = 8,
+    learning_rate: float = 3e-3,
+    kl_weight: float = 1e-6,
+    max_images: int = 2048,
+) -> dict[str, Any]:
+    """Fit `vae` (in place) as an autoencoder on the images of `data_dir`; returns a summary of the fit.
+
+    Loss: MSE between the input and the decoded posterior sample, + `kl_weight` x KL(posterior || N(0, I)),
+    AdamW with a 20-step warm-up and cosine decay to 10 %. Every draw (images, crops, flips, posterior noise)
+    comes from one seeded generator, so the same seed and data give identical weights on CPU. Training
+    batches are random `sample_size / 2` crops (horizontally flipped half the time): the VAE is
+    convolutional, so quarter-size crops teach it the same pixels <-> latents mapping at a quarter of the cost.
+    The log-variance head starts at -6 (posterior std ~0.05) instead of ~0: with unit posterior noise the
+    decoder would first have to learn to ignore it, which wastes most of a short fit.
+
+    Afterwards `scaling_factor` is set to 1 / std of the latents (posterior samples) of up to 512 of the
+    images at full size, so `latents * scaling_factor` has unit variance as diffusion training expects.
+    Images go through `vlgen.data.load_image`; a bad file raises ImageLoadError naming it.
+    """
+    import torch
+
+    from vlgen.progress import make_progress
+
+    if steps < 1:
+        raise DataError(f"VAE fitting needs at least 1 step, got {steps}")
+    paths = vae_image_paths(data_dir)
+    if len(paths) > max_images:  # evenly spaced, so the subset does not depend on the file order's start
+        paths = [paths[i * len(paths) // max_images] for i in range(max_images)]
+    size = int(vae.config.sample_size)
+    crop = max(8, size // 2)
+    pixels = _load_pixels(paths, size)
+    g = torch.Generator().manual_seed(seed)
+    held_out = pixels[torch.randperm(len(pixels), generator=g)[: min(64, len(pixels))]]
+    vae.eval()
+    mse_before = _reconstruction_mse(vae, held_out)
+
+    with seeded(seed):
+        with torch.no_grad():
+            latent_channels = int(vae.config.latent_channels)
+            head = vae.quant_conv if vae.quant_conv is not None else vae.encoder.conv_out
+            head.bias[latent_channels:] -= 6.0  # log-variance channels: start nearly deterministic
+        opt = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+        warmup = min(20, steps)
+
+        def lr_lambda(step: int) -> float:
+            return min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        vae.train()
+        losses: list[float] = []
+        with make_progress(transient=True) as progress:
+            task = progress.add_task("fitting the tiny SDXL VAE", total=steps)
+            for _ in range(steps):
+                idx = torch.randint(0, len(pixels), (batch_size,), generator=g)
+                top, left = torch.randint(0, size - crop + 1, (2,), generator=g).tolist()
+                x = _to_unit(pixels[idx, :, top : top + crop, left : left + crop])
+                flip = torch.rand(batch_size, generator=g) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                posterior = vae.encode(x).latent_dist
+                rec = vae.decode(posterior.sample(generator=g)).sample
+                loss = torch.nn.functional.mse_loss(rec, x) + kl_weight * posterior.kl().mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                progress.update(task, advance=1, description=f"fitting the tiny SDXL VAE (loss {loss:.4f})")
+        vae.eval()
+
+        latents = []
+        with torch.no_grad():
+            for i in range(0, min(512, len(pixels)), 32):
+                latents.append(vae.encode(_to_unit(pixels[i : min(i + 32, 512)])).latent_dist.sample(generator=g))
+        std = float(torch.cat(latents).float().std())
+    if not math.isfinite(std) or std <= 0:
+        raise DataError(f"the fitted VAE's latents have std {std}; cannot set scaling_factor", path=str(data_dir))
+    vae.register_to_config(scaling_factor=1.0 / std)
+    tail = losses[-min(50, len(losses)) :]
+    return {
+        "data": str(data_dir),
+        "images": len(paths),
+        "steps": steps,
+        "seed": seed,
+        "batch_size": batch_size,
+        "crop": crop,
+        "learning_rate": learning_rate,
+        "kl_weight": kl_weight,
+        "final_loss": sum(tail) / len(tail),
+        "reconstruction_mse_before": mse_before,
+        "reconstruction_mse_after": _reconstruction_mse(vae, held_out),
+        "latent_std": std,
+        "scaling_factor": 1.0 / std,
+    }
+
+
+def build_tiny_sdxl(
+    out: str | os.PathLike, seed: int = 0, fit_vae: str | os.PathLike | None = None, vae_steps: int = VAE_FIT_STEPS
+) -> Path:
+    """Tiny SDXL pipeline saved with `save_pretrained` (safetensors; about 2 MB).
+
+    All weights are random unless `fit_vae` names a folder of images: then the VAE is fitted on them first
+    (`fit_tiny_sdxl_vae`, `vae_steps` steps, seeded by `seed`) and `vae_fit.json` records the fit.
+    """
+    if fit_vae is not None:
+        vae_image_paths(fit_vae)  # fail on a bad folder before building anything
 
     def build(tmp: Path) -> None:
-        tiny_sdxl_pipeline(seed).save_pretrained(tmp)
+        pipe = tiny_sdxl_pipeline(seed)
+        if fit_vae is not None:
+            summary = fit_tiny_sdxl_vae(pipe.vae, fit_vae, steps=vae_steps, seed=component_seed(seed, 1))
+            write_json(tmp / VAE_FIT_FILE, summary)
+        pipe.save_pretrained(tmp)
 
     return write_model_dir(out, "sdxl", seed, build)
 
