@@ -158,3 +158,71 @@ def test_nan_latents_stop_the_run_naming_the_fp16_vae(icons, tiny_sdxl_dir, tiny
     with pytest.raises(NonFiniteError, match="sdxl-vae-fp16-fix") as e:
         trainer.train()
     assert "NaN/inf latents" in str(e.value) and "000000.png" in str(e.value)
+
+
+LOCON = (
+    "to_k,to_q,to_v,to_out.0,conv1,conv2,conv_shortcut,time_emb_proj,proj_in,proj_out,ff.net.0.proj,ff.net.2,"
+    "conv_in,conv_out"
+)
+
+
+@pytest.fixture(scope="module")
+def trained_locon(icons, tiny_sdxl_dir, tiny_sdxl_vae_dir, tmp_path_factory):
+    """--lora-layers with every kohya-exportable conv/linear name (LoCon), 5 steps, kohya export too."""
+    from vlgen.t2i.lora_trainer import LoraTrainer
+
+    out = tmp_path_factory.mktemp("locon") / "run"
+    cfg = lora_config(
+        icons, out, tiny_sdxl_dir, tiny_sdxl_vae_dir, max_train_steps=5, learning_rate=2e-2, lora_layers=LOCON,
+        export_format="kohya", num_validation_images=0,
+    )  # fmt: skip
+    trainer = LoraTrainer(cfg)
+    trainer.train()
+    return trainer, out
+
+
+def test_lora_layers_with_conv_reload_exactly_in_both_formats(trained_locon, tiny_sdxl_dir, tiny_sdxl_vae_dir):
+    trainer, out = trained_locon
+    sd = load_file(str(out / DIFFUSERS_WEIGHT_NAME))
+    adapted = {k.rsplit(".lora", 1)[0] for k in sd}
+    assert "unet.down_blocks.0.resnets.0.conv1" in adapted and "unet.conv_in" in adapted
+    assert sd["unet.down_blocks.0.resnets.0.conv1.lora_A.weight"].shape == (4, 32, 3, 3)  # (r, in, k, k)
+    assert "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q" in adapted
+    assert "lora_layers: " + LOCON in (out / "config.yaml").read_text()
+    assert f"| `lora_layers` | {LOCON} |" in (out / "README.md").read_text()
+
+    trained_out = _images(trainer.pipeline())
+    a = _fresh(tiny_sdxl_dir, tiny_sdxl_vae_dir)
+    base_out = _images(a)
+    a.load_lora_weights(out)
+    np.testing.assert_array_equal(_images(a), trained_out)  # conv and attention LoRA both loaded
+    assert np.abs(trained_out - base_out).max() > 1e-3
+    b = _fresh(tiny_sdxl_dir, tiny_sdxl_vae_dir)
+    b.load_lora_weights(out, weight_name=KOHYA_WEIGHT_NAME)
+    np.testing.assert_allclose(_images(b), trained_out, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("layers", "export", "message"),
+    [
+        ("to_q,conv9", "diffusers", "'conv9' matches no Linear or Conv2d module of the UNet; valid names include"),
+        ("norm1", "diffusers", "'norm1' matches no Linear or Conv2d module"),  # GroupNorm: not adaptable
+        (" , ", "diffusers", "--lora-layers is empty"),
+        ("to_q,conv,linear_1", "kohya", "--export-format kohya supports --lora-layers to_k,"),
+    ],
+)
+def test_bad_lora_layers_fail_before_training(
+    icons, tiny_sdxl_dir, tiny_sdxl_vae_dir, tmp_path, layers, export, message
+):
+    from vlgen.errors import ConfigError
+    from vlgen.t2i.lora_trainer import LoraTrainer
+
+    cfg = lora_config(
+        icons, tmp_path / "o", tiny_sdxl_dir, tiny_sdxl_vae_dir, max_train_steps=1, lora_layers=layers,
+        export_format=export,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as err:
+        LoraTrainer(cfg).setup()
+    if "valid names" in message:
+        assert "conv1" in str(err.value) and "to_q" in str(err.value)
+    assert not (tmp_path / "o" / DIFFUSERS_WEIGHT_NAME).exists()

@@ -101,3 +101,20 @@ def test_options_only_where_they_apply(tmp_path, capsys, images):
     assert "fit_vae" in capsys.readouterr().err
     assert main(["tiny", "sdxl", str(tmp_path / "s"), "--vae-steps", "3"]) == 1
     assert "--fit-vae" in capsys.readouterr().err
+
+
+def test_colour_jitter_is_seeded_in_range_and_changes_colours():
+    from vlgen.testing.sdxl import colour_jitter
+
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    a = colour_jitter(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, colour_jitter(x, torch.Generator().manual_seed(1)))
+    assert a.shape == x.shape and a.min() >= -1 and a.max() <= 1
+    changed = (a - x).abs().amax(dim=(1, 2, 3)) > 1e-3
+    assert 0 < int(changed.sum()) < 16  # most images recoloured (p = 0.75), some left as they are
+    assert torch.equal(colour_jitter(x, torch.Generator().manual_seed(1), p=0.0), x)
+    assert torch.equal(x.mean(dim=(2, 3)).sort(dim=1).values, x.mean(dim=(2, 3)).sort(dim=1).values)
+
+
+def test_fit_records_the_colour_augmentation(fitted):
+    assert fitted[1]["colour_augment"] is True

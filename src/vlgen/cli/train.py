@@ -63,6 +63,8 @@ LORA_HELP = {
     "use_8bit_adam": "bitsandbytes AdamW8bit (CUDA).",
     "resume_from_checkpoint": "'latest' or a checkpoint directory.",
     "validation_steps": "validate every N steps (default: only at the end).",
+    "lora_layers": "comma-separated UNet modules to adapt, e.g. to_k,to_q,to_v,to_out.0,conv1,conv2 (LoCon); "
+    "default: the attention projections.",
     "export_format": "kohya: also write pytorch_lora_weights_kohya.safetensors for ComfyUI/A1111.",
     "cache_latents": "encode every image with the VAE once, before training.",
     "cache_text_embeddings": "encode every prompt once (when the text encoders are frozen).",

@@ -7,9 +7,11 @@ flag; `with_dataclass_options` turns `instance_prompt` into `--instance-prompt`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from vlgen.errors import ConfigError
 from vlgen.hub import DEFAULT_MODELS
 
 LrSchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
@@ -18,6 +20,18 @@ LrSchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine"
 # "attention only" network) adapt them. Both the diffusers and the kohya key formats round-trip these.
 UNET_TARGET_MODULES = ("to_k", "to_q", "to_v", "to_out.0")
 TEXT_ENCODER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
+# `--lora-layers` (diffusers' DreamBooth scripts' `--lora_layers`): comma-separated module names, each matching
+# every UNet module whose dotted path ends with it, e.g. "to_k,to_q,to_v,to_out.0,conv1,conv2". Besides the
+# attention projections, the ResNet convolutions and the other Linear/Conv2d layers can be adapted (kohya's
+# "LoCon" / conv_dim): conv1, conv2, conv_shortcut, time_emb_proj, proj_in, proj_out, ff.net.0.proj, ff.net.2,
+# conv_in, conv_out, downsamplers/upsamplers' "conv". The full-resolution ResNet path of a UNet has no attention,
+# so only conv layers let a LoRA change it.
+# Names that the kohya export round-trips through diffusers' kohya loader (tests/t2i check it): every kohya
+# module name `lora_unet_<path with "_">` is mapped back by `_convert_unet_lora_key`.
+KOHYA_UNET_LAYERS = (
+    *UNET_TARGET_MODULES, "conv1", "conv2", "conv_shortcut", "time_emb_proj", "proj_in", "proj_out",
+    "ff.net.0.proj", "ff.net.2", "conv_in", "conv_out",
+)  # fmt: skip
 
 
 @dataclass
@@ -65,6 +79,9 @@ class LoraTrainConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
     rank: int = 4
+    # Comma-separated UNet module names to adapt, as diffusers' `--lora_layers` ("to_k,to_q,to_v,to_out.0,conv1");
+    # None: the attention projections (UNET_TARGET_MODULES). See the note on KOHYA_UNET_LAYERS above.
+    lora_layers: str | None = None
     train_text_encoder: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 0
@@ -82,3 +99,54 @@ class LoraTrainConfig:
     # Outputs
     export_format: Literal["diffusers", "kohya"] = "diffusers"  # kohya: a second, kohya-keyed file too
     cpu: bool = False  # force CPU even when a GPU is present
+
+
+def unet_lora_layers(cfg: LoraTrainConfig) -> tuple[str, ...]:
+    """The UNet module names `--lora-layers` asks for (comma-separated, spaces and duplicates dropped);
+    UNET_TARGET_MODULES when it is not given."""
+    if cfg.lora_layers is None:
+        return UNET_TARGET_MODULES
+    names = [n.strip() for n in cfg.lora_layers.split(",")]
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+_BLOCK_PREFIX = re.compile(r"^(?:.*\.)?(?:resnets|attentions|transformer_blocks|downsamplers|upsamplers)\.\d+\.")
+
+
+def _short_name(path: str) -> str:
+    """`down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q` -> `to_q`: the name `--lora-layers` takes."""
+    name = _BLOCK_PREFIX.sub("", path)
+    return name.split(".", 1)[1] if name.startswith(("attn1.", "attn2.")) else name
+
+
+def match_lora_layers(unet: Any, names: tuple[str, ...]) -> dict[str, list[str]]:
+    """{name: the paths of the UNet's Linear/Conv2d modules it matches (path == name or ends with "." + name,
+    peft's rule)}. ConfigError naming the first name that matches none, with a list of valid names."""
+    import torch
+
+    adaptable = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    matches = {name: [p for p in adaptable if p == name or p.endswith("." + name)] for name in names}
+    if not names:
+        raise ConfigError("--lora-layers is empty: give comma-separated module names, e.g. to_k,to_q,to_v,to_out.0")
+    for name, paths in matches.items():
+        if not paths:
+            valid = sorted({_short_name(p) for p in adaptable})
+            raise ConfigError(
+                f"--lora-layers: {name!r} matches no Linear or Conv2d module of the UNet; valid names include "
+                + ", ".join(valid[:24])
+                + (" ..." if len(valid) > 24 else "")
+            )
+    return matches
+
+
+def check_lora_layers(cfg: LoraTrainConfig) -> None:
+    """What can be checked without the model: a non-empty list, and names the kohya export round-trips."""
+    names = unet_lora_layers(cfg)
+    if not names:
+        raise ConfigError("--lora-layers is empty: give comma-separated module names, e.g. to_k,to_q,to_v,to_out.0")
+    if cfg.export_format == "kohya":
+        bad = [n for n in names if n not in KOHYA_UNET_LAYERS]
+        if bad:
+            raise ConfigError(
+                f"--export-format kohya supports --lora-layers {','.join(KOHYA_UNET_LAYERS)} only; got {','.join(bad)}"
+            )

