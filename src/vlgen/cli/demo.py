@@ -10,7 +10,7 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="Smaller data, fewer epochs: every stage in ~2 minutes."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same numbers."),
 ) -> None:
-    """Run the offline demo: synthetic data -> train a captioner -> caption -> evaluate -> HTML report."""
+    """Run the offline demo: image -> text (train, caption, evaluate) and text -> image (LoRA, generate, evaluate)."""
     from rich.table import Table
 
     from vlgen.cli._console import out as console
@@ -25,4 +25,8 @@ def demo(
         a, b = result.untrained.get(k), result.trained.get(k)
         t.add_row(k, "-" if a is None else f"{a:.4f}", "-" if b is None else f"{b:.4f}")
     console.print(t)
+    gram_b, gram_l = (result.images.get(k, {}).get("Gram") for k in ("base", "lora"))
+    if gram_b is not None and gram_l is not None:  # style distance to the style set, lower = closer
+        verdict = "closer to" if gram_l < gram_b else "NOT closer to"
+        console.print(f"text -> image: Gram distance base {gram_b:.3g}, base + LoRA {gram_l:.3g} ({verdict} style)")
     console.print(f"report: {result.report.resolve()}  ({sum(result.timings.values()):.0f} s)")
