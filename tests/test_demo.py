@@ -110,3 +110,19 @@ def test_quick_demo_report(quick_demo: Path) -> None:
 def test_quick_demo_report_renders_in_chromium(quick_demo: Path) -> None:
     info = _check_in_browser(quick_demo / "report.html", min_tables=3)  # text metrics, image metrics, timings
     assert "Text → image" in info["text"] and "Gram" in info["text"]
+
+
+@pytest.mark.parametrize(("lora_gram", "verdict"), [(2e-7, "(closer to style)"), (7e-7, "(NOT closer to style)")])
+def test_demo_prints_the_style_verdict(monkeypatch, tmp_path, capsys, lora_gram, verdict) -> None:
+    # The CLI's summary only: run_demo itself is exercised end to end by the slow tests above.
+    import vlgen.demo
+    from vlgen.demo import DemoResult
+
+    def fake_run_demo(cfg):
+        images = {"base": {"Gram": 6e-7}, "lora": {"Gram": lora_gram}}
+        return DemoResult(tmp_path, tmp_path / "report.html", {"BLEU-4": 0.0}, {"BLEU-4": 0.5}, {"x": 1.0}, [], images)
+
+    monkeypatch.setattr(vlgen.demo, "run_demo", fake_run_demo)
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"Gram distance base 6e-07, base + LoRA {lora_gram:.3g} {verdict}" in printed
