@@ -33,9 +33,9 @@ MAX_NEW_TOKENS = 20
 
 
 def _default_batch_size(num_beams: int = 1) -> int:
-    from vlgen.captioning.batch import default_batch_size
+    from vlgen.captioning.batch import resolve_batch_size
 
-    return default_batch_size(num_beams)  # what `vlgen caption` uses without --batch-size
+    return resolve_batch_size(None, num_beams)  # what `vlgen caption` uses without --batch-size
 
 
 def build_b1(seed: int = 0):

@@ -30,9 +30,13 @@ from vlgen.progress import make_progress
 DEFAULT_SEQUENCES_PER_BATCH = 32
 
 
-def default_batch_size(num_beams: int) -> int:
-    """Images per forward pass for `num_beams` when the user gave none."""
-    return max(1, DEFAULT_SEQUENCES_PER_BATCH // max(1, num_beams))
+def resolve_batch_size(batch_size: int | None, num_beams: int) -> int:
+    """Images per forward pass: the user's `--batch-size`, or 32 // num_beams when none was given."""
+    if batch_size is None:
+        return max(1, DEFAULT_SEQUENCES_PER_BATCH // max(1, num_beams))
+    if batch_size < 1:
+        raise VlgenError(f"--batch-size must be at least 1, got {batch_size}")
+    return batch_size
 
 
 @dataclass
@@ -101,10 +105,7 @@ def caption_images(
     """Caption `items` into `out` (JSONL) or, with out=None, hand each row to `echo`."""
     if on_error not in ("fail", "skip"):
         raise VlgenError(f"--on-error must be fail or skip, got {on_error!r}")
-    if batch_size is None:
-        batch_size = default_batch_size(num_beams)
-    if batch_size < 1:
-        raise VlgenError(f"--batch-size must be at least 1, got {batch_size}")
+    batch_size = resolve_batch_size(batch_size, num_beams)
     summary = CaptionSummary(out=out)
     done = done_file_names(out) if out else set()
     todo = [it for it in items if it[0] not in done]

@@ -88,12 +88,9 @@ def autocaption(
         raise ConfigError(f"{root}: no such directory")
     if on_error not in ("fail", "skip"):
         raise ConfigError(f"--on-error must be 'fail' or 'skip', got {on_error!r}")
-    if batch_size is None:
-        from vlgen.captioning.batch import default_batch_size
+    from vlgen.captioning.batch import resolve_batch_size
 
-        batch_size = default_batch_size(num_beams)
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    batch_size = resolve_batch_size(batch_size, num_beams)
     names = find_images(root)
     if not names:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder", path=str(root))
