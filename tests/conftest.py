@@ -59,6 +59,29 @@ def tiny_cnn_lstm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build(tmp_path_factory, "cnn-lstm")
 
 
+@pytest.fixture
+def sigkill_at_first_checkpoint():
+    """Kill a training process with SIGKILL as soon as its first checkpoint is on disk (shared by the
+    captioning and LoRA exact-resume tests); fails if the run finished, or left no checkpoint, first."""
+    import os
+    import signal
+    import time
+
+    from vlgen.checkpointing import list_checkpoints
+
+    def kill(proc, checkpoints: Path, finished: Path, timeout: float = 240) -> Path:
+        deadline = time.time() + timeout
+        while not list_checkpoints(checkpoints) and time.time() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        assert not finished.exists(), "the run finished before it could be killed"
+        return list_checkpoints(checkpoints)[-1]
+
+    return kill
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """One intra-op thread for every test and the subprocesses tests start.
 

@@ -3,10 +3,8 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -92,7 +90,7 @@ RESUME_FAMILIES = {
 @pytest.mark.parametrize(
     "family", [pytest.param(f, marks=[pytest.mark.slow] if f == "blip" else []) for f in RESUME_FAMILIES]
 )
-def test_resume_after_sigkill_is_bit_identical(synth, tmp_path, request, family):
+def test_resume_after_sigkill_is_bit_identical(synth, tmp_path, request, family, sigkill_at_first_checkpoint):
     common = ["train", "caption", "--data", str(synth), *RESUME_FAMILIES[family](request), "--seed", "3"]
     common += ["--train-batch-size", "4", "--gradient-accumulation-steps", "2"]
     common += ["--checkpointing-steps", "4", "--checkpoints-total-limit", "2", "--lr-scheduler", "cosine"]
@@ -103,13 +101,7 @@ def test_resume_after_sigkill_is_bit_identical(synth, tmp_path, request, family)
 
     out = tmp_path / "killed"
     proc = _run([*common, "--out", str(out)])
-    deadline = time.time() + 120
-    while not list_checkpoints(out / "checkpoints") and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (out / "last").exists(), "the run finished before it could be killed"
+    sigkill_at_first_checkpoint(proc, out / "checkpoints", out / "last", timeout=120)
     killed_at = list_checkpoints(out / "checkpoints")[-1]
 
     resumed = _run([*common, "--out", str(out), "--resume-from-checkpoint", "latest"])

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import torch
 from safetensors.torch import load_file
@@ -21,7 +19,9 @@ def _run(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "vlgen", *args], env=env, stderr=subprocess.PIPE, text=True)
 
 
-def test_resume_after_sigkill_is_bit_identical(icons, tiny_sdxl_dir, tiny_sdxl_vae_dir, tmp_path, capsys):
+def test_resume_after_sigkill_is_bit_identical(
+    icons, tiny_sdxl_dir, tiny_sdxl_vae_dir, tmp_path, capsys, sigkill_at_first_checkpoint
+):
     common = ["train", "lora", "--base", str(tiny_sdxl_dir), "--vae", str(tiny_sdxl_vae_dir), "--data", str(icons)]
     common += ["--instance-prompt", "a 3D icon in the style of TOK", "--caption-column", "text", "--resolution", "64"]
     common += ["--train-batch-size", "1", "--gradient-accumulation-steps", "2", "--max-train-steps", "40"]
@@ -32,14 +32,7 @@ def test_resume_after_sigkill_is_bit_identical(icons, tiny_sdxl_dir, tiny_sdxl_v
     # Only the run that gets killed needs its own process; the reference and the resumed run go in-process.
     out = tmp_path / "killed"
     proc = _run([*common, "--out", str(out)])
-    deadline = time.time() + 240
-    while not list_checkpoints(out / "checkpoints") and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (out / DIFFUSERS_WEIGHT_NAME).exists(), "the run finished before it could be killed"
-    killed_at = list_checkpoints(out / "checkpoints")[-1]
+    killed_at = sigkill_at_first_checkpoint(proc, out / "checkpoints", out / DIFFUSERS_WEIGHT_NAME)
 
     assert main([*common, "--out", str(tmp_path / "ref")]) == 0
     capsys.readouterr()
