@@ -9,6 +9,8 @@ generation time. The text LM head shifts labels itself and applies BLIP's label 
 
 from __future__ import annotations
 
+import functools
+import math
 import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +68,89 @@ def sdpa_vision_attention(model: torch.nn.Module) -> Iterator[None]:
             del module.forward
 
 
+def _encoder_states_cross_attention_forward(
+    self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None, **kwargs: Any
+) -> tuple[torch.Tensor, None]:
+    """The text decoder's cross-attention (`BlipTextSelfAttention` with `is_cross_attention`) for decoding.
+
+    transformers projects the image tokens X (B, N, C), N = 577 at 384 px, to keys and values once per layer
+    and caches them: 12 layers x 2 x N x C x C = 16.3 GFLOP per image before the first token (FLOP-bound, about
+    as long as all 20 decoding steps after it), and beam search then re-indexes that (B*beams, H, N, d) cache
+    every step. The same attention is computed here straight from X, with the projections moved onto the
+    one query token instead:
+        scores_h = q_h . (X Wk_h^T + bk_h)^T / sqrt(d)  = (q_h Wk_h) . X^T / sqrt(d) + const  (bk drops out of softmax)
+        out_h    = softmax(scores_h) (X Wv_h^T + bv_h)    = (softmax(scores_h) X) Wv_h^T + bv_h   (rows sum to 1)
+    Per step and layer that is two skinny matmuls over X (reading it twice, the traffic the K/V cache reads
+    cost anyway) instead of the up-front projection, and nothing per beam to re-index. Like transformers'
+    forward, the encoder attention mask is not applied (it passes `encoder_attention_mask=None` to this
+    module; BLIP's image tokens are never padded), and dropout is off (generation only). Results equal the
+    cached path to fp32 rounding; greedy and beam captions are compared identical in
+    tests/captioning/test_blip_fast_path.py.
+    """
+    x = encoder_hidden_states  # (B, N, C_enc)
+    bsz, tgt_len, _ = hidden_states.shape  # (B, T, C); T = 1 after the first step
+    heads, head_dim = self.num_attention_heads, self.attention_head_size
+    c_enc = x.shape[-1]
+    q = self.query(hidden_states).view(bsz, tgt_len, heads, head_dim)  # (B, T, H, d)
+    q_enc = torch.einsum("bthd,hdc->bhtc", q, self.key.weight.view(heads, head_dim, c_enc))  # (B, H, T, C_enc)
+    scores = torch.bmm(q_enc.reshape(bsz, heads * tgt_len, c_enc), x.transpose(1, 2)) / math.sqrt(head_dim)
+    ctx = torch.bmm(scores.softmax(dim=-1), x).view(bsz, heads, tgt_len, c_enc)  # (B, H, T, C_enc)
+    out = torch.einsum("bhtc,hdc->bthd", ctx, self.value.weight.view(heads, head_dim, c_enc))  # (B, T, H, d)
+    out = out + self.value.bias.view(heads, head_dim)
+    return out.reshape(bsz, tgt_len, heads * head_dim), None
+
+
+# Images per vision-encoder call on CPU. BLIP-base's largest activation, the MLP's (n, 577, 3072) fp32, is
+# 7 MB per image: at 2 images it stays under glibc's mmap threshold (32 MB at most), so every layer reuses heap
+# memory instead of mapping fresh pages the kernel must zero on first touch. Measured at B1 (16 images, 2
+# cores): 60,000 -> 5,000 page faults and 0.18 -> 0.02 s of system time per image, GEMMs as fast.
+CPU_VISION_CHUNK = 2
+
+
+def _vision_in_chunks(forward, pixel_values: torch.Tensor, **kwargs: Any):
+    """`BlipVisionModel.forward` over CPU batches in chunks of CPU_VISION_CHUNK images, outputs concatenated."""
+    if pixel_values.device.type != "cpu" or len(pixel_values) <= CPU_VISION_CHUNK or kwargs.get("output_hidden_states"):
+        return forward(pixel_values=pixel_values, **kwargs)
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    outs = [forward(pixel_values=chunk, **kwargs) for chunk in pixel_values.split(CPU_VISION_CHUNK)]
+    return BaseModelOutputWithPooling(
+        last_hidden_state=torch.cat([o.last_hidden_state for o in outs]),  # (B, N, C)
+        pooler_output=torch.cat([o.pooler_output for o in outs]),  # (B, C)
+    )
+
+
+@contextmanager
+def fast_generation(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block, `model.generate` runs the ViT with SDPA (in chunks on CPU) and the decoder's
+    cross-attention on the image tokens X.
+
+    Measured at B1 (BLIP-base, 384 px, 16 images, greedy 20 tokens, 2 shared cores, alternating, median of 3):
+    decoding after the encoder 0.27 -> 0.19 s/image; with 4 beams (8 images) 2.5 -> 0.66 s/image.
+    """
+    from transformers.models.blip.modeling_blip_text import BlipTextLayer
+
+    vision = getattr(model, "vision_model", None)
+    chunk_vision = vision is not None and "forward" not in vision.__dict__
+    if chunk_vision:
+        vision.forward = functools.partial(_vision_in_chunks, type(vision).forward.__get__(vision))
+    decoder = getattr(model, "text_decoder", None)
+    patched = []
+    for module in decoder.modules() if decoder is not None else ():
+        cross = getattr(module, "crossattention", None) if isinstance(module, BlipTextLayer) else None
+        if cross is not None and "forward" not in cross.self.__dict__:
+            cross.self.forward = types.MethodType(_encoder_states_cross_attention_forward, cross.self)
+            patched.append(cross.self)
+    try:
+        with sdpa_vision_attention(model):
+            yield
+    finally:
+        for module in patched:
+            del module.forward
+        if chunk_vision:
+            del vision.forward
+
+
 class BlipCaptioner(Captioner):
     family = "blip"
 
@@ -94,7 +179,7 @@ class BlipCaptioner(Captioner):
         was_training = self.model.training
         self.model.eval()
         try:
-            with sdpa_vision_attention(self.model):
+            with fast_generation(self.model):
                 ids = self.model.generate(
                     pixel_values=self._pixel_values(images),
                     num_beams=num_beams,
