@@ -206,7 +206,9 @@ def summarise(args, batch_size: int, times, rates, captions, load, repeats_done:
         "encoder_vs_floor": {k: med[k] / floor for k in ("encoder_eager", "encoder_vlgen")},
         "vlgen_speedup_vs_pipeline": med["pipeline"] / med["vlgen_caption"],
         # the same ratio within each repeat (both measured minutes apart at most, under the same load)
-        "vlgen_speedup_vs_pipeline_per_repeat": [p / v for p, v in zip(times["pipeline"], times["vlgen_caption"])],
+        "vlgen_speedup_vs_pipeline_per_repeat": [
+            p / v for p, v in zip(times["pipeline"], times["vlgen_caption"], strict=True)
+        ],
         "vlgen_speedup_vs_generate_batch8": med["generate_batch8"] / med["vlgen_caption"],
         "captions_identical": {k: captions[k] == captions["generate_batch8"] for k in ("vlgen_caption", "pipeline")},
         "example_caption": captions["generate_batch8"][0],
