@@ -93,6 +93,24 @@ def release_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def checkpoint_lora_block(module: torch.nn.Module, *args: Any) -> Any:
+    """diffusers' `_gradient_checkpointing_func` for single-process LoRA training: reentrant where it is safe.
+
+    diffusers' default (non-reentrant `torch.utils.checkpoint`) records the forward graph and sends every
+    saved tensor through a Python pack hook - 3,939 per forward of the reduced SDXL UNet, ~18 ms of a 0.14 s
+    CPU forward. The reentrant form runs the forward under no_grad and rebuilds the graph only in backward:
+    UNet forward + backward 0.435 -> 0.399 s (B2, 2 threads, alternating, median of 7). Its one trap is a
+    block none of whose tensor inputs requires grad (the first LoRA-bearing transformer block: its input
+    comes from frozen layers): reentrant would return an output without grad and the LoRA weights inside
+    would silently get none. Such blocks take the non-reentrant path. Gradients equal diffusers' default to
+    fp32 summation order (tests/t2i/test_lora_checkpointing.py).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    reentrant = any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    return checkpoint(module.__call__, *args, use_reentrant=reentrant)
+
+
 def step_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
     """The generator of one micro-batch: depends on where it is in training, not on what ran before."""
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + batch)
@@ -185,7 +203,9 @@ class LoraTrainer:
             parts.text_encoder.add_adapter(te_config)
             parts.text_encoder_2.add_adapter(te_config)
         if cfg.gradient_checkpointing:
-            parts.unet.enable_gradient_checkpointing()
+            # Several processes (DDP, DeepSpeed) keep diffusers' default: reentrant backward passes run the
+            # parameter hooks those wrappers rely on from inside a nested backward.
+            parts.unet.enable_gradient_checkpointing(checkpoint_lora_block if acc.num_processes == 1 else None)
             if cfg.train_text_encoder:
                 for te in (parts.text_encoder, parts.text_encoder_2):  # transformers 5 renamed the method
                     getattr(te, "activation_checkpointing_enable", te.gradient_checkpointing_enable)()
