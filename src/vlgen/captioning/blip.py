@@ -109,7 +109,8 @@ CPU_VISION_CHUNK = 2
 
 def _vision_in_chunks(forward, pixel_values: torch.Tensor, **kwargs: Any):
     """`BlipVisionModel.forward` over CPU batches in chunks of CPU_VISION_CHUNK images, outputs concatenated."""
-    if pixel_values.device.type != "cpu" or len(pixel_values) <= CPU_VISION_CHUNK or kwargs.get("output_hidden_states"):
+    wants_more = kwargs.get("output_hidden_states") or kwargs.get("output_attentions")  # not concatenated here
+    if pixel_values.device.type != "cpu" or len(pixel_values) <= CPU_VISION_CHUNK or wants_more:
         return forward(pixel_values=pixel_values, **kwargs)
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
