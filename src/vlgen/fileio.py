@@ -14,7 +14,48 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from vlgen.errors import DataError
+from vlgen.errors import DataError, VlgenError
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Before long work: `path` can be a folder we write in (it is one, or can be made). Creates nothing.
+
+    VlgenError naming the option, the path and the fix; `os.access` is only a first check (root passes it),
+    the CLI turns any later OSError on a path into one line as well.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise VlgenError(f"{option} {p}: is a file, but a folder is needed here; remove it or choose another path")
+    base = _nearest_existing(p)
+    if not base.is_dir():
+        raise VlgenError(f"{option} {p}: {base} is a file where a folder is needed; choose another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise VlgenError(f"{option} {p}: cannot write in {base} (permission denied); choose a folder you can write to")
+    return p
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Before long work: `path` can be a file we write (or append to). Creates nothing; see check_output_dir."""
+    p = Path(path)
+    if p.is_dir():
+        raise VlgenError(f"{option} {p}: is a folder, but a file is needed here; give a file path inside it")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise VlgenError(f"{option} {p}: the file is not writable (permission denied); choose another path")
+        return p
+    base = _nearest_existing(p.parent)
+    if not base.is_dir():
+        raise VlgenError(f"{option} {p}: {base} is a file where a folder is needed; choose another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise VlgenError(f"{option} {p}: cannot write in {base} (permission denied); choose a folder you can write to")
+    return p
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -47,24 +88,28 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
 
 
 class JsonlAppender:
-    """Appends one JSON object per line, durable after each `write` (for resumable jobs)."""
+    """Appends one JSON object per line, durable after each `write` (for resumable jobs).
+
+    On opening an existing regular file, a last line without its newline is repaired, never lost: a
+    complete JSON object (a row whose newline was not written yet) gets its newline; anything else (a
+    row cut off by a kill mid-write) is dropped. Pipes and character devices (`/dev/stdout`) are only
+    appended to - never read, truncated or fsync'd.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A previous run killed mid-write can leave a partial last line: drop it before appending.
-        if self.path.exists():
-            raw = self.path.read_bytes()
-            if raw and not raw.endswith(b"\n"):
-                cut = raw.rfind(b"\n") + 1
-                with open(self.path, "r+b") as f:
-                    f.truncate(cut)
+        self._regular = not self.path.exists() or self.path.is_file()
+        if self._regular:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                _repair_last_line(self.path)
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, row: dict) -> None:
         self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._f.flush()
-        os.fsync(self._f.fileno())
+        if self._regular:
+            os.fsync(self._f.fileno())
 
     def close(self) -> None:
         self._f.close()
@@ -74,6 +119,39 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def _repair_last_line(path: Path) -> None:
+    """Finish or drop an unterminated last line (see JsonlAppender); a file ending in a newline is untouched."""
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # Read back only as far as the previous newline: the file may be large.
+        pos, tail = size, b""
+        while pos > 0 and b"\n" not in tail:
+            step = min(65536, pos)
+            pos -= step
+            f.seek(pos)
+            tail = f.read(step) + tail
+        cut = pos + tail.rfind(b"\n") + 1  # 0 when the file is one unterminated line
+        if _is_json_object(tail[cut - pos :]):
+            f.seek(size)
+            f.write(b"\n")
+        else:
+            f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_jsonl_objects(path: str | os.PathLike) -> list[tuple[int, dict]]:

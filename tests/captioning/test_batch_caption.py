@@ -104,3 +104,88 @@ def test_default_batch_size_keeps_decoding_sequences_per_pass_constant(synth, ti
                    echo=rows.append)  # fmt: skip
     assert counting.batches == expected
     assert len(rows) == 20
+
+
+def test_rerun_keeps_a_complete_last_row_without_its_newline(synth, tiny_cnn_lstm_dir, tmp_path):
+    items = collect_inputs([synth])
+    out = tmp_path / "caps.jsonl"
+    cap = load_captioner(tiny_cnn_lstm_dir)
+    caption_images(cap, items[:7], out, batch_size=4)
+    finished = out.read_bytes()[:-1]  # the last row is complete, only its newline is missing
+    out.write_bytes(finished)
+    s = caption_images(cap, items, out, batch_size=4)
+    assert s.already_done == 7 and s.captioned == len(items) - 7
+    assert out.read_bytes().startswith(finished + b"\n")  # no finished row rewritten
+    names = [r["file_name"] for r in _rows(out)]
+    assert sorted(names) == sorted(n for n, _ in items) and len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"just some notes\n",
+        b"unterminated notes",  # one unparsable unterminated line, with no caption row before it
+        b'{"a": 1}\n{"b": 2}\n',  # JSONL, but not caption rows
+        b'{"file_name": "0000.png", "caption": "x"}\nnot a row\n{"file_name": "0001.png", "caption": "y"}\n',
+    ],
+)
+def test_out_that_is_not_a_caption_file_is_refused_untouched(synth, tiny_cnn_lstm_dir, tmp_path, capsys, body):
+    out = tmp_path / "notes.txt"
+    out.write_bytes(body)
+    code = main(["caption", str(synth), "--model", str(tiny_cnn_lstm_dir), "--out", str(out), "--num-beams", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and str(out) in err and "not a vlgen caption file" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == body
+
+
+def test_out_dev_stdout_streams_without_hanging(tmp_path, tiny_cnn_lstm_dir, capsys, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 20), (i * 60, 0, 0)).save(folder / f"{i}.png")
+    # stdout is a pipe, as in `vlgen caption ... --out /dev/stdout | wc -l`: reading it back would block.
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlgen", "caption", str(folder), "--model", str(tiny_cnn_lstm_dir)]
+        + ["--out", "/dev/stdout", "--num-beams", "1"],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "VLGEN_PROGRESS": "0"},
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = [json.loads(x) for x in proc.stdout.decode().splitlines()]
+    assert sorted(r["file_name"] for r in rows) == ["0.png", "1.png", "2.png"]
+    assert "captioned 3 images" in proc.stderr.decode()
+    # `--out -`: the same stream (in-process), and no file called "-"
+    monkeypatch.chdir(tmp_path)
+    assert main(["caption", str(folder), "--model", str(tiny_cnn_lstm_dir), "--out", "-", "--num-beams", "1"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 3 and "captioned 3 images" in captured.err
+    assert not (tmp_path / "-").exists()
+
+
+def test_out_that_is_a_folder_fails_in_one_line(tmp_path, tiny_cnn_lstm_dir, capsys):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (20, 20)).save(img)
+    code = main(["caption", str(img), "--model", str(tiny_cnn_lstm_dir), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and str(tmp_path) in err and "folder" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_plain_folder_refuses_a_link_out_of_the_folder(tmp_path):
+    folder, outside = tmp_path / "imgs", tmp_path / "secret.png"
+    folder.mkdir()
+    Image.new("RGB", (20, 20)).save(folder / "a.png")
+    Image.new("RGB", (20, 20)).save(outside)
+    (folder / "b.png").symlink_to(outside)
+    with pytest.raises(DataError, match="outside the folder") as e:
+        collect_inputs([folder])
+    assert "b.png" in str(e.value)
+    (folder / "b.png").unlink()
+    (folder / "c.png").symlink_to(folder / "a.png")  # a link inside the folder is fine
+    assert [n for n, _ in collect_inputs([folder])] == ["a.png", "c.png"]

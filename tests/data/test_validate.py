@@ -65,6 +65,8 @@ CASES: dict[str, tuple[Callable[[Path], object], str, int | None]] = {
     "duplicate": (lambda r: _write(r, GOOD), "duplicate file_name 'good.png' (first on line 1)", 2),
     "unknown split": (lambda r: _write(r, {**GOOD, "file_name": "x", "split": "dev"}), "unknown split 'dev'", 2),
     "escaping path": (lambda r: _write(r, {"file_name": "../good.png", "text": "x"}), "contains '..'", 2),
+    "nul in file_name": (lambda r: _write(r, {"file_name": "a\x00b.png", "text": "x"}), "control character", 2),
+    "newline in file_name": (lambda r: _write(r, {"file_name": "a\nb.png", "text": "x"}), "control character", 2),
     "absolute path": (lambda r: _write(r, {"file_name": "/etc/hosts", "text": "x"}), "absolute path", 2),
     "symlink out": (_symlink_out, "outside the dataset folder", 2),
     "missing image": (
@@ -125,4 +127,24 @@ def test_caption_column_option(tmp_path: Path, capsys) -> None:
     (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "good.png", "prompt": "castle"}) + "\n")
     assert main(["data", "validate", str(tmp_path), "--caption-column", "prompt"]) == 0
     assert main(["data", "validate", str(tmp_path)]) == 1
-    assert "missing caption column 'text' (columns: file_name, prompt)" in capsys.readouterr().out
+    assert "no row has the caption column 'text' (columns: file_name, prompt)" in capsys.readouterr().out
+
+
+def test_wrong_caption_column_is_one_line_not_one_per_row(tmp_path: Path, capsys) -> None:
+    rows = []
+    for i in range(20):
+        write_image(tmp_path / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": f"caption {i}", "split": "train"})
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["data", "validate", str(tmp_path), "--caption-column", "prompt"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2, lines  # the problem and the summary
+    assert "'prompt'" in lines[0] and "columns: file_name, split, text" in lines[0] and "--caption-column" in lines[0]
+
+
+def test_a_row_with_only_a_bad_split_does_not_make_its_image_unlisted(tmp_path: Path, capsys) -> None:
+    write_image(tmp_path / "b.png")
+    _write(tmp_path, {"file_name": "b.png", "text": "x", "split": "dev"})
+    assert main(["data", "validate", str(tmp_path)]) == 1
+    problems = capsys.readouterr().out.strip().splitlines()[:-1]
+    assert len(problems) == 1 and "unknown split 'dev'" in problems[0], problems

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vlgen.captioning.base import Captioner
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image, load_records
+from vlgen.data.records import check_inside
 from vlgen.errors import DataError, ImageLoadError, VlgenError
 from vlgen.fileio import JsonlAppender
 from vlgen.progress import make_progress
@@ -45,6 +46,7 @@ class CaptionSummary:
     already_done: int = 0
     skipped: list[dict] = field(default_factory=list)
     out: Path | None = None
+    skipped_file: Path | None = None  # where the skipped images are listed, when they were
 
 
 def collect_inputs(inputs: Sequence[str | Path], split: str | None = None) -> list[tuple[str, Path]]:
@@ -56,6 +58,8 @@ def collect_inputs(inputs: Sequence[str | Path], split: str | None = None) -> li
             items += [(r.file_name, r.path) for r in load_records(p, split=split)]
         elif p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+            for q in found:  # a link out of the folder is refused, as in dataset folders
+                check_inside(p, q)
             if not found:
                 raise DataError("no image files in this folder", path=str(p))
             items += [(q.relative_to(p).as_posix(), q) for q in found]
@@ -71,22 +75,50 @@ def collect_inputs(inputs: Sequence[str | Path], split: str | None = None) -> li
     return list(dict(items).items())  # de-duplicated, first-seen order
 
 
+def _is_caption_row(raw: bytes) -> str | None:
+    """The file_name of a line `vlgen caption` wrote ({"file_name": str, "caption": str, ...}), else None."""
+    try:
+        row = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if isinstance(row, dict) and isinstance(row.get("file_name"), str) and isinstance(row.get("caption"), str):
+        return row["file_name"]
+    return None
+
+
 def done_file_names(out: Path) -> set[str]:
-    """file_names already captioned in an existing output (a partial last line from a kill is ignored)."""
+    """file_names already captioned in an existing output, read before anything is written to it.
+
+    Every line must be a caption row; the one exception is an unterminated, unparsable last line after
+    valid rows (what a kill mid-write leaves; `JsonlAppender` drops it). A complete last row without its
+    newline counts as done (the appender adds the newline). Anything else - another program's file, a
+    JSONL of other rows - is refused with DataError, and the file is left untouched.
+    Only regular files are read: `/dev/stdout`, pipes and other devices have nothing to resume.
+    """
+    if not out.exists():
+        return set()
+    if out.is_dir():
+        raise DataError("--out is a folder; give a file path such as OUT/captions.jsonl", path=str(out))
     if not out.is_file():
         return set()
-    done = set()
-    lines = out.read_bytes().split(b"\n")
+    done: set[str] = set()
+    raw_bytes = out.read_bytes()
+    lines = raw_bytes.split(b"\n")
     for i, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        try:
-            row = json.loads(raw)
-            done.add(row["file_name"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-            if i == len(lines):  # the unterminated last line of a killed run: JsonlAppender drops it
-                continue
-            raise DataError("not a caption line written by vlgen caption", path=str(out), line=i) from None
+        name = _is_caption_row(raw)
+        if name is not None:
+            done.add(name)
+            continue
+        if i == len(lines) and done:  # unterminated (no newline after it) and after valid rows
+            continue
+        raise DataError(
+            'is not a vlgen caption file (this line is not a {"file_name", "caption"} row); the file was '
+            "left untouched: choose another --out, or remove the file to start afresh",
+            path=str(out),
+            line=i,
+        )
     return done
 
 
@@ -107,7 +139,9 @@ def caption_images(
         raise VlgenError(f"--on-error must be fail or skip, got {on_error!r}")
     batch_size = resolve_batch_size(batch_size, num_beams)
     summary = CaptionSummary(out=out)
-    done = done_file_names(out) if out else set()
+    done = done_file_names(out) if out else set()  # checks the file before anything is written to it
+    # The skip list sits beside a regular output file; with a device (/dev/null) it goes to the summary only.
+    skip_path = out.with_suffix(".skipped.jsonl") if out is not None and (out.is_file() or not out.exists()) else None
     todo = [it for it in items if it[0] not in done]
     summary.already_done = len(items) - len(todo)
     todo = todo[process_index::num_processes]  # distributed: each process takes every N-th image
@@ -127,8 +161,9 @@ def caption_images(
                         if on_error == "fail":
                             raise
                         summary.skipped.append({"file_name": name, "reason": e.reason})
-                        if out is not None:
-                            skip_writer = skip_writer or JsonlAppender(out.with_suffix(".skipped.jsonl"))
+                        if skip_path is not None:
+                            skip_writer = skip_writer or JsonlAppender(skip_path)
+                            summary.skipped_file = skip_path
                             skip_writer.write({"file_name": name, "path": str(path), "reason": e.reason})
                 if images:
                     captions = captioner.generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens)

@@ -6,15 +6,20 @@ exit status. User errors (`VlgenError`) print one line to stderr and exit 1 - ne
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from vlgen.cli import caption as _caption
 from vlgen.cli import data as _data
 from vlgen.cli import demo as _demo
 from vlgen.cli import env as _env
 from vlgen.cli import evaluate as _evaluate
+from vlgen.cli import roundtrip as _roundtrip
 from vlgen.cli import serve as _serve
 from vlgen.cli import t2i as _t2i
 from vlgen.cli import tiny as _tiny
@@ -33,6 +38,7 @@ app = typer.Typer(
 app.add_typer(_data.app, name="data")
 app.add_typer(_train.app, name="train")
 app.add_typer(_evaluate.app, name="evaluate")
+app.add_typer(_roundtrip.app, name="roundtrip")
 app.command("tiny")(_tiny.tiny)
 app.command("env")(_env.env)
 app.command("caption")(_caption.caption)
@@ -58,7 +64,61 @@ def main(argv: list[str] | None = None) -> int:
     except VlgenError as e:
         err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         return e.exit_code
+    except BrokenPipeError:  # `vlgen caption --out - | head`: the reader left; nothing more to say
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit-time flush does not fail again
+        return 141
+    except OSError as e:
+        line = os_error_line(e)
+        if line is None:  # no path involved: a bug, keep the traceback (below)
+            return _bug(e)
+        err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except Exception as e:
+        return _bug(e)
     return rv if isinstance(rv, int) else 0
+
+
+def _bug(e: BaseException) -> int:
+    """Not a user error: keep the traceback for the report, and still return a status (main never raises)."""
+    import traceback
+
+    traceback.print_exception(e)
+    err.print(
+        f"error: unexpected {type(e).__name__} (a bug in vlgen); please report it with the lines above and `vlgen env`",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 1
+
+
+def os_error_line(e: OSError) -> str | None:
+    """One line naming the path and the fix for a filesystem error (an output folder that is a file,
+    a read-only folder, a full disk ...), wherever in a command it happened. None without a path."""
+    path = e.filename
+    if path is None:
+        return None
+    path = os.fsdecode(path)
+    name = os.path.basename(path)
+    if name.startswith(".") and name.endswith(".tmp"):  # vlgen.fileio's temp file: the folder is what matters
+        path = os.path.dirname(path) or "."
+        what = f"cannot write in the folder {path}"
+    else:
+        what = f"{path}"
+    why = e.strerror or str(e)
+    fix = {
+        errno.EISDIR: "it is a folder where a file is needed; give a file path instead",
+        errno.ENOTDIR: "a part of this path is a file where a folder is needed; choose another path",
+        errno.EEXIST: "a file is in the way where a folder is needed; remove it or choose another path",
+        errno.EACCES: "permission denied; choose a folder you can write to (or fix its permissions)",
+        errno.EPERM: "operation not permitted; choose a folder you can write to (or fix its permissions)",
+        errno.EROFS: "the file system is read-only; choose a writable location",
+        errno.ENOSPC: "no space left on the device; free some space or choose another location",
+        errno.ENOENT: "no such file or folder; check the path",
+        errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
+    }.get(e.errno, f"{why}; check the path")
+    return f"{what}: {fix}"

@@ -9,11 +9,16 @@ import typer
 
 from vlgen.cli._console import err, out
 
+# `--out` values that mean "stream the rows to stdout" (reading them back to resume would block on a pipe).
+STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+
 
 def caption(
     inputs: list[Path] = typer.Argument(..., help="Image files, image folders, or dataset folders."),
     model: str = typer.Option("blip", "--model", help="blip, vit-gpt2, a hub id, or a model directory."),
-    out_file: Path | None = typer.Option(None, "--out", help="JSONL output (appended; rerun resumes)."),
+    out_file: Path | None = typer.Option(
+        None, "--out", help="JSONL output (appended; rerun resumes); '-' or /dev/stdout streams to stdout."
+    ),
     num_beams: int = typer.Option(4, help="Beam width (1 = greedy)."),
     batch_size: int | None = typer.Option(
         None, help="Images per forward pass (default: 32 decoding sequences, i.e. 32 // num_beams images)."
@@ -27,18 +32,24 @@ def caption(
     import torch
     from accelerate import PartialState
 
-    from vlgen.captioning.batch import caption_images, collect_inputs
+    from vlgen.captioning.batch import caption_images, collect_inputs, done_file_names
     from vlgen.captioning.registry import load_captioner
+    from vlgen.fileio import check_output_file
 
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter(f"{on_error!r} is not fail or skip", param_hint="--on-error")
+    if out_file is not None and str(out_file) in STDOUT_NAMES:
+        out_file = None  # rows go to stdout as they come; there is nothing to resume from a stream
     items = collect_inputs(inputs, split=split)
     state = PartialState()  # under `accelerate launch`, one process per device
     dev = device or (str(state.device) if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
-    captioner = load_captioner(model, device=dev)
     target = out_file
     if out_file is not None and state.num_processes > 1:
         target = out_file.with_name(f"{out_file.stem}.rank{state.process_index}{out_file.suffix}")
+    if target is not None:  # before the model loads: a wrong --out costs nothing
+        check_output_file(target, "--out")
+        done_file_names(target)
+    captioner = load_captioner(model, device=dev)
     summary = caption_images(
         captioner,
         items,
@@ -49,13 +60,13 @@ def caption(
         on_error=on_error,
         process_index=state.process_index,
         num_processes=state.num_processes,
-        echo=lambda row: out.print(json.dumps(row, ensure_ascii=False)),
+        echo=lambda row: out.print(json.dumps(row, ensure_ascii=False), markup=False),
     )
     msg = f"captioned {summary.captioned} images"
     if summary.already_done:
         msg += f", {summary.already_done} already in {out_file}"
     if summary.skipped:
-        where = out_file.with_suffix(".skipped.jsonl") if out_file else "the lines above"
+        where = summary.skipped_file or "the lines above"
         msg += f", skipped {len(summary.skipped)} bad images (listed in {where})"
         for s in summary.skipped:
             err.print(f"skipped {s['file_name']}: {s['reason']}")

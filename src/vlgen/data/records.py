@@ -59,6 +59,11 @@ def check_file_name(file_name: Any) -> str:
         raise DataError(f"'file_name' must be a string, got {type(file_name).__name__} {file_name!r}")
     if not file_name.strip():
         raise DataError("'file_name' is empty")
+    bad = next((c for c in file_name if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        # NUL makes every OS call raise ValueError; the other C0 controls are never a real file name and
+        # would garble the one-line messages that name the file.
+        raise DataError(f"file_name {file_name!r} contains the control character {bad!r}; remove it")
     if "\\" in file_name:
         raise DataError(f"file_name {file_name!r} contains a backslash; use '/' as the separator")
     if file_name.startswith("/") or (len(file_name) > 1 and file_name[1] == ":"):
@@ -77,6 +82,21 @@ def resolve_file_name(root: str | os.PathLike, file_name: Any) -> Path:
     if not target.is_relative_to(root_real):
         raise DataError(f"file_name {file_name!r} resolves to {target}, outside the dataset folder (symlink?)")
     return Path(root) / file_name
+
+
+def check_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """`path`, found while listing the plain folder `root`; DataError if it resolves outside `root`.
+
+    A symlink to a file elsewhere (`~/.ssh/id_rsa` named `x.png`) would otherwise be read, captioned or
+    copied into a dataset; dataset folders refuse such links (`resolve_file_name`), plain folders too.
+    """
+    target = Path(path).resolve()
+    if not target.is_relative_to(Path(root).resolve()):
+        raise DataError(
+            f"is a link to {target}, outside the folder {root}; copy the file into the folder or remove the link",
+            path=str(path),
+        )
+    return Path(path)
 
 
 def _parse_captions(value: Any, caption_column: str) -> list[str]:

@@ -6,10 +6,11 @@ editors and CI logs can jump to it. Every image is fully decoded with the same l
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vlgen.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_image
 from vlgen.data.records import DEFAULT_CAPTION_COLUMN, METADATA_NAME, iter_metadata_lines, parse_row
@@ -44,6 +45,39 @@ class ValidationReport:
         return f"{self.dataset_dir}: {self.n_rows} rows, {self.n_ok} valid ({splits}); {verdict}"
 
 
+def _objects(lines: list[tuple[int, bytes]]) -> list[dict]:
+    rows = []
+    for _, raw in lines:
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _file_name_of(raw: bytes) -> str | None:
+    try:
+        row = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    name = row.get("file_name") if isinstance(row, dict) else None
+    return PurePosixPath(name).as_posix() if isinstance(name, str) else None
+
+
+def _missing_caption_column(lines: list[tuple[int, bytes]], caption_column: str) -> str | None:
+    """The one problem to report when no row has `caption_column` (the option names the wrong column)."""
+    rows = _objects(lines)
+    if not rows or any(caption_column in row for row in rows):
+        return None
+    columns = sorted({k for row in rows for k in row})
+    return (
+        f"no row has the caption column {caption_column!r} (columns: {', '.join(columns)}); "
+        "pass --caption-column with the column that holds the captions"
+    )
+
+
 def validate_dataset(
     dataset_dir: str | os.PathLike,
     caption_column: str = DEFAULT_CAPTION_COLUMN,
@@ -69,6 +103,11 @@ def validate_dataset(
         from vlgen.progress import track
 
         items = track(lines, "validating")  # type: ignore[assignment]
+    missing = _missing_caption_column(lines, caption_column)
+    if missing is not None:  # a wrong --caption-column: one line, not one per row
+        report.n_rows = len(lines)
+        report.problems.append(Problem(meta, None, missing))
+        return report
     first_line: dict[str, int] = {}
     listed: set[str] = set()
     for line_no, raw in items:
@@ -77,6 +116,9 @@ def validate_dataset(
             rec = parse_row(root, raw, caption_column)
         except DataError as e:
             problem(line_no, e.reason)
+            name = _file_name_of(raw)
+            if name is not None:  # the image has a row (a bad one, reported above): it is not "unlisted"
+                listed.add(name)
             continue
         if rec.file_name in first_line:
             problem(line_no, f"duplicate file_name {rec.file_name!r} (first on line {first_line[rec.file_name]})")

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image
+from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, check_file_name, load_image
+from vlgen.data.records import check_inside
 from vlgen.errors import ConfigError, DataError, ImageLoadError
 from vlgen.fileio import read_jsonl_objects, write_jsonl
 
@@ -52,6 +53,7 @@ def find_images(root: Path) -> list[str]:
     for p in root.rglob("*"):
         rel = p.relative_to(root)
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(s.startswith(".") for s in rel.parts):
+            check_inside(root, p)  # a link out of the folder is refused, as train lora's dataset loader does
             names.append(rel.as_posix())
     return sorted(names)
 
@@ -64,6 +66,10 @@ def read_rows(meta: Path) -> list[dict]:
     for i, row in read_jsonl_objects(meta):
         if not isinstance(row.get("file_name"), str):
             raise DataError("each row needs a string 'file_name'", path=str(meta), line=i)
+        try:
+            check_file_name(row["file_name"])  # NUL, control characters, '..', absolute paths
+        except DataError as e:
+            raise DataError(e.reason, path=str(meta), line=i) from None
         rows.append(row)
     return rows
 

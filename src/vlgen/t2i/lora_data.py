@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image, load_records
+from vlgen.data.records import check_inside
 from vlgen.errors import ConfigError, DataError, VlgenError
 from vlgen.t2i.buckets import CropPlan, Size, make_buckets, nearest_bucket, plan_crop, render
 from vlgen.t2i.conditioning import SdxlComponents, encode_prompt, tokenize
@@ -44,7 +45,9 @@ class Example:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """The folder's image files; a link out of the folder is refused (DataError), as in dataset folders."""
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return [check_inside(folder, p) for p in found]
 
 
 def _with_size(path: Path, prompt: str) -> Example:

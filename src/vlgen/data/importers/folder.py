@@ -26,7 +26,7 @@ from vlgen.data.importers._common import (
     finish_import,
     prepare_out_dir,
 )
-from vlgen.data.records import Record, resolve_file_name
+from vlgen.data.records import Record, check_inside, resolve_file_name
 from vlgen.errors import DataError
 
 FILE_COLUMNS = ("file_name", "file", "image")
@@ -37,7 +37,7 @@ def _list_images(src: Path) -> dict[str, Path]:
     found = {}
     for p in sorted(src.rglob("*")):
         if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith("."):
-            found[p.relative_to(src).as_posix()] = p
+            found[p.relative_to(src).as_posix()] = check_inside(src, p)  # no links out of the folder
     return found
 
 
