@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vlgen.errors import ConfigError
 from vlgen.fileio import atomic_write_bytes, write_jsonl
 from vlgen.hub import DEFAULT_MODELS, resolve_model
@@ -81,6 +79,7 @@ def lora_file(ref: str | Path) -> tuple[Path, str]:
 
 def load_pipeline(base: str, vae: str | None = None, device: str | None = None):
     """StableDiffusionXLPipeline from a hub id or directory; fp16 on CUDA, fp32 on CPU."""
+    import torch
     from diffusers import StableDiffusionXLPipeline
 
     from vlgen.t2i.conditioning import load_vae, resolve_vae
@@ -130,6 +129,8 @@ def generate_image(
     """One PIL image. The noise comes from a CPU generator seeded with `seed`: the same numbers on every
     device, so one image can be regenerated alone. None sizes: the UNet's native size. The one place that
     calls the pipeline for `vlgen generate` and the server's /v1/generate, so both give the same image."""
+    import torch
+
     return pipe(
         prompt,
         negative_prompt=negative_prompt,
@@ -140,6 +141,38 @@ def generate_image(
         generator=torch.Generator().manual_seed(seed),
         callback_on_step_end=callback_on_step_end,
     ).images[0]
+
+
+def generate_images(
+    pipe,
+    prompts: list[str],
+    *,
+    seeds: list[int],
+    negative_prompt: str | None = None,
+    num_inference_steps: int = 30,
+    guidance_scale: float = 5.0,
+    width: int | None = None,
+    height: int | None = None,
+) -> list:
+    """One PIL image per prompt from one pipeline call (a batch; ~2x faster than one call each on CPU).
+
+    Image i's noise comes from a CPU generator seeded with `seeds[i]`, exactly as `generate_image`'s; the
+    batched UNet arithmetic may differ from a batch of one in the last bit (measured: at most 1 of 255 per
+    pixel on tiny SDXL), so a caller that must reproduce its own images keeps its batches the same.
+    """
+    import torch
+
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    return pipe(
+        list(prompts),
+        negative_prompt=negative_prompt,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        width=width,
+        height=height,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+    ).images
 
 
 def _run(pipe, prompts: list[str], s: GenerateSettings, out_dir: Path, model: str, prefix: str = "") -> list[dict]:
