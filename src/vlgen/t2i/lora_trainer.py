@@ -15,6 +15,8 @@ Multi-GPU: `accelerate launch -m vlgen train lora ...` (DDP averages the LoRA gr
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import gc
 import math
 import sys
@@ -25,12 +27,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlgen.checkpointing import load_checkpoint, resolve_resume, rotate_checkpoints, save_checkpoint
-from vlgen.config import save_config
+from vlgen.checkpointing import (
+    load_checkpoint,
+    prepare_output_dir,
+    resolve_resume,
+    rotate_checkpoints,
+    save_checkpoint,
+)
+from vlgen.config import config_to_dict, save_config
 from vlgen.errors import ConfigError
+from vlgen.fileio import check_output_dir
 from vlgen.t2i.buckets import bucketed_batches
 from vlgen.t2i.conditioning import drop_frozen, encode_prompt, load_components, restore_frozen
 from vlgen.t2i.lora_config import (
+    RESUME_MAY_DIFFER,
+    RESUME_PATH_KEYS,
     TEXT_ENCODER_TARGET_MODULES,
     LoraTrainConfig,
     check_lora_layers,
@@ -75,10 +86,18 @@ def check_config(cfg: LoraTrainConfig) -> None:
         raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on CPU")
     check_lora_layers(cfg)
     if cfg.use_8bit_adam:
+        # bitsandbytes' AdamW8bit runs on CUDA only: say so before loading anything, naming the way out.
+        if cfg.cpu or not torch.cuda.is_available():
+            raise ConfigError(
+                "--use-8bit-adam needs a CUDA GPU (bitsandbytes' AdamW8bit); on this machine pass --no-use-8bit-adam"
+            )
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise ConfigError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes (CUDA only)") from None
+            raise ConfigError(
+                "--use-8bit-adam needs bitsandbytes: pip install bitsandbytes, or pass --no-use-8bit-adam"
+            ) from None
+    check_output_dir(cfg.output_dir, "--output-dir")
 
 
 def release_memory() -> None:
@@ -149,6 +168,19 @@ class LoraTrainer:
         self.acc = Accelerator(
             mixed_precision=cfg.mixed_precision, cpu=cfg.cpu, gradient_accumulation_steps=1, project_dir=str(self.out)
         )
+        # Before anything is written: a new run never mixes into another one's folder, a resume continues
+        # the same run (the saved config.yaml must match, RESUME_MAY_DIFFER aside).
+        prepare_output_dir(
+            self.out,
+            option="--output-dir",
+            resume=cfg.resume_from_checkpoint,
+            overwrite=cfg.overwrite_output_dir,
+            config=config_to_dict(cfg),
+            may_differ=RESUME_MAY_DIFFER,
+            path_keys=RESUME_PATH_KEYS,
+            clear=self.acc.is_main_process,
+        )
+        self.acc.wait_for_everyone()
         self.instances = instance_examples(cfg)  # decodes every image: broken files fail here
         self.timings: dict[str, float] = {}
 
@@ -160,7 +192,7 @@ class LoraTrainer:
 
     # ------------------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
-        from peft import LoraConfig
+        from peft import LoraConfig, inject_adapter_in_model
 
         cfg, acc = self.cfg, self.acc
         torch.manual_seed(cfg.seed)  # peft's gaussian init of lora_A draws from the global generator
@@ -198,10 +230,13 @@ class LoraTrainer:
                        target_modules=list(unet_lora_layers(cfg)))
         )  # fmt: skip
         if cfg.train_text_encoder:
+            # peft's own API, not transformers' `add_adapter`: that wrapper gates on a minimum peft version
+            # (transformers 5.24 wants peft >= 0.22, not released yet) and does nothing more than this call.
+            # Same adapter name ("default") and parameter names, so saving and checkpoints are unchanged.
             te_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
                                    target_modules=list(TEXT_ENCODER_TARGET_MODULES))  # fmt: skip
-            parts.text_encoder.add_adapter(te_config)
-            parts.text_encoder_2.add_adapter(te_config)
+            for te in (parts.text_encoder, parts.text_encoder_2):
+                inject_adapter_in_model(copy.deepcopy(te_config), te, adapter_name="default")
         if cfg.gradient_checkpointing:
             # Several processes (DDP, DeepSpeed) keep diffusers' default: reentrant backward passes run the
             # parameter hooks those wrappers rely on from inside a nested backward.
@@ -323,8 +358,8 @@ class LoraTrainer:
         cfg, acc = self.cfg, self.acc
         t_start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
-        if acc.is_main_process:
-            save_config(cfg, self.out)
+        if acc.is_main_process:  # saved without --overwrite-output-dir: rerunning from it must not clear the run
+            save_config(dataclasses.replace(cfg, overwrite_output_dir=False), self.out)
         if not hasattr(self, "parts"):
             self.setup()
         state: dict[str, Any] = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "history": []}
