@@ -163,11 +163,12 @@ def _download(ref: str, what: str, revision, allow_patterns, ignore) -> Resolved
     return ResolvedModel(ref, Path(path), "download")
 
 
-def resolve_torchvision_weights(weights) -> dict:
+def resolve_torchvision_weights(weights, *, instead: str) -> dict:
     """State dict for a torchvision `WeightsEnum` member (e.g. ResNet50_Weights.IMAGENET1K_V2).
 
     Looks in torch hub's checkpoint cache first; downloads only when online. Loaded with
-    `weights_only=True` (tensors only, nothing unpickled).
+    `weights_only=True` (tensors only, nothing unpickled). `instead`: what the user can do without these
+    weights, named by the caller, who knows the option (e.g. "pass `--encoder-weights none`").
     """
     import torch
 
@@ -189,7 +190,7 @@ def resolve_torchvision_weights(weights) -> dict:
                 why = f"{host.hostname} cannot be reached"
         if why:
             raise ModelNotAvailableError(
-                f"{name} are not in {ckpt_dir} and {why}. Download {url} to {path}, or pass `--weights none`."
+                f"{name} are not in {ckpt_dir} and {why}. Download {url} to {path}, or {instead}."
             )
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), progress=True)

@@ -138,39 +138,77 @@ def test_prompt_sources_agree(gen_dir, models, tmp_path, capsys):
     assert values == pytest.approx([values[0]] * 4)
 
 
-def test_no_prompts_and_no_references_give_nulls_with_reasons(gen_dir, models, capsys):
+def _reasons(err: str) -> dict[str, str]:
+    """{metric: reason} from the one-line 'note: KEY not computed: REASON' messages on stderr."""
+    lines = [line.removeprefix("note: ") for line in err.splitlines() if line.startswith("note: ")]
+    return dict(line.split(" not computed: ", 1) for line in lines)
+
+
+def test_no_prompts_and_no_references_exit_1_with_one_reason_per_line(gen_dir, models, capsys):
+    """Issue 14: nothing computable is a failure (exit 1, nothing on stdout), each reason on its own line."""
     (gen_dir / "metadata.jsonl").unlink()
-    rc, out, _ = _run([gen_dir, "--json", *models], capsys)
-    assert rc == 0
-    obj = json.loads(out)
-    assert all(obj[k] is None for k in KEYS[:6])
-    assert "no prompts" in obj["settings"]["unavailable"]["CLIP-T"]
-    assert "--references" in obj["settings"]["unavailable"]["DINO"]
+    rc, out, err = _run([gen_dir, "--json", *models], capsys)
+    assert rc == 1 and out == ""
+    why = _reasons(err)
+    assert list(why) == KEYS[:6]
+    assert "no prompts" in why["CLIP-T"] and "--references" in why["DINO"]
+    assert err.count("error:") == 1 and "none of the requested metrics" in err and "Traceback" not in err
 
 
-def test_default_models_offline_are_null_with_the_resolvers_reason(gen_dir, ref_dir, monkeypatch, tmp_path, capsys):
+def test_default_models_offline_exit_1_naming_the_resolvers_reason(gen_dir, ref_dir, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "empty-torch-hub"))
     rc, out, err = _run([gen_dir, "--references", ref_dir, "--json"], capsys)
+    assert rc == 1 and out == "", err
+    why = _reasons(err)
+    assert "openai/clip-vit-large-patch14" in why["CLIP-T"] and "HF_HUB_OFFLINE" in why["CLIP-T"]
+    assert "facebook/dino-vits16" in why["DINO"]
+    assert "vgg19" in why["Gram"].lower()
+    assert "`--vgg-weights DIR`" in why["Gram"] and "`vlgen tiny vgg19 DIR`" in why["Gram"]  # an offline route
+    assert err.count("error:") == 1
+
+
+def test_some_metrics_computed_exit_0_with_nulls_and_reasons(
+    gen_dir, ref_dir, tiny_dino_dir, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "empty-torch-hub"))
+    rc, out, err = _run([gen_dir, "--references", ref_dir, "--json", "--dino-model", tiny_dino_dir], capsys)
     assert rc == 0, err
     obj = json.loads(out)
+    assert isinstance(obj["DINO"], float)
     why = obj["settings"]["unavailable"]
-    assert (
-        obj["CLIP-T"] is None and "openai/clip-vit-large-patch14" in why["CLIP-T"] and "HF_HUB_OFFLINE" in why["CLIP-T"]
-    )
-    assert obj["DINO"] is None and "facebook/dino-vits16" in why["DINO"]
-    assert obj["Gram"] is None and "vgg19" in why["Gram"].lower()
+    assert obj["CLIP-T"] is None and "openai/clip-vit-large-patch14" in why["CLIP-T"]
+    assert obj["Gram"] is None and "vlgen tiny vgg19" in why["Gram"]
+    assert _reasons(err)["Gram"] == why["Gram"] and "error:" not in err
+
+
+def test_gram_offline_through_vlgen_tiny_vgg19(gen_dir, ref_dir, tmp_path, capsys):
+    """Issue 14: `vlgen tiny vgg19 DIR` then `--vgg-weights DIR` computes Gram with no download."""
+    from vlgen.cli import main
+
+    vgg = tmp_path / "vgg19"
+    assert main(["tiny", "vgg19", str(vgg), "--seed", "1"]) == 0
+    capsys.readouterr()
+    rc, out, err = _run([gen_dir, "--references", ref_dir, "--json", "--metrics", "Gram", "--vgg-weights", vgg,
+                         "--gram-size", "32"], capsys)  # fmt: skip
+    assert rc == 0, err
+    obj = json.loads(out)
+    assert obj["Gram"] > 0 and obj["settings"]["Gram"]["weights"] == str(vgg)
+    assert obj["settings"]["Gram"]["layers"] == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 
 
 def test_fid_min_images_option_and_missing_torch_fidelity(gen_dir, ref_dir, models, capsys):
-    rc, out, _ = _run([gen_dir, "--references", ref_dir, "--json", "--metrics", "FID,KID", "--fid-min-images", "2",
-                       *models], capsys)  # fmt: skip
-    assert rc == 0
-    why = json.loads(out)["settings"]["unavailable"]
+    rc, out, err = _run([gen_dir, "--references", ref_dir, "--json", "--metrics", "FID,KID", "--fid-min-images", "2",
+                         *models], capsys)  # fmt: skip
+    assert rc == 1 and out == ""  # neither could be computed
+    why = _reasons(err)
     assert "pip install torch-fidelity" in why["FID"] and "pip install torch-fidelity" in why["KID"]
-    rc, out, _ = _run(
-        [gen_dir, "--references", ref_dir, "--json", "--metrics", "FID", "--fid-min-images", "50"], capsys
+    rc, out, err = _run(
+        [gen_dir, "--references", ref_dir, "--json", "--metrics", "FID,DINO", "--fid-min-images", "50", *models],
+        capsys,
     )
+    assert rc == 0
     assert (
         "at least 50 images in each set; got 3 generated and 2 reference"
         in json.loads(out)["settings"]["unavailable"]["FID"]

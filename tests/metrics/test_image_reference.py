@@ -243,7 +243,7 @@ def test_default_vgg19_path_with_real_architecture(monkeypatch):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # features only ("E" = VGG19): the 120M-parameter classifier is slow to initialise
         state = {f"features.{k}": v for k, v in make_layers(cfgs["E"]).state_dict().items()}
-    monkeypatch.setattr("vlgen.hub.resolve_torchvision_weights", lambda weights: state)
+    monkeypatch.setattr("vlgen.hub.resolve_torchvision_weights", lambda weights, instead: state)
     vgg = load_vgg(None, image_size=64)
     assert vgg.name == "torchvision vgg19 IMAGENET1K_V1" and vgg.indices == (1, 6, 11, 20, 29)
     assert len(vgg.features) == 30  # cut after relu5_1

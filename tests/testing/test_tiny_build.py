@@ -19,7 +19,25 @@ def _fixture_dir(request, name):
 
 
 def test_registry_names():
-    assert set(TINY_BUILDERS) == {*HF_NAMES, "cnn-lstm"}
+    assert set(TINY_BUILDERS) == {*HF_NAMES, "cnn-lstm", "vgg19"}
+
+
+def test_vgg19_is_torchvisions_vgg19_features_seeded(tmp_path):
+    """`vlgen tiny vgg19`: weights torchvision's vgg19().features loads strictly; the same seed, the same file."""
+    from torchvision.models import vgg19
+
+    from vlgen.metrics.image.gram import load_vgg
+
+    a = build_tiny("vgg19", tmp_path / "a", seed=0)
+    state = load_file(a / "model.safetensors")
+    with torch.device("meta"):  # the real class, without initialising its 120M-parameter classifier
+        features = vgg19(weights=None).features
+    features.load_state_dict(state, assign=True)  # strict: every key and shape of the real network
+    assert sum(v.numel() for v in state.values()) == 20_024_384
+    assert file_digests(build_tiny("vgg19", tmp_path / "b", seed=0)) == file_digests(a)
+    other = load_file(build_tiny("vgg19", tmp_path / "c", seed=1) / "model.safetensors")
+    assert not torch.equal(other["0.weight"], state["0.weight"])
+    assert load_vgg(a, image_size=32).indices == (1, 6, 11, 20, 29)  # what --vgg-weights DIR reads
 
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):

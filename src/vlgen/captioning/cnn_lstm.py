@@ -166,7 +166,10 @@ def build_encoder(config: CnnLstmConfig, load_weights: bool = True) -> tuple[nn.
         from vlgen.hub import resolve_torchvision_weights
 
         enum_name, member = ENCODER_WEIGHTS[config.encoder].split(".")
-        state = resolve_torchvision_weights(getattr(torchvision.models, enum_name)[member])
+        state = resolve_torchvision_weights(
+            getattr(torchvision.models, enum_name)[member],
+            instead="pass `--encoder-weights none` to train the encoder from a random init",
+        )
     if config.encoder == "resnet50":
         net = torchvision.models.resnet50(weights=None)
         if state is not None:

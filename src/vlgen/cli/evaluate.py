@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from vlgen.cli._console import err, out
-from vlgen.errors import ConfigError
+from vlgen.errors import ConfigError, VlgenError
 
 app = typer.Typer(
     help="Score captions or prompts (coco-caption, sacreBLEU, ROUGE, BERTScore, ...) and generated images.",
@@ -201,7 +201,10 @@ def images(
         None, "--dino-model", help="DINO ViT dir or hub id [default: facebook/dino-vits16]."
     ),
     vgg_weights: Path | None = typer.Option(
-        None, "--vgg-weights", help="VGG19 state-dict file (or tiny-VGG dir) for Gram [default: torchvision ImageNet]."
+        None,
+        "--vgg-weights",
+        help="VGG19 for Gram: a state-dict file, or a directory from `vlgen tiny vgg19 DIR` (random weights, "
+        "offline) [default: torchvision's ImageNet VGG19].",
     ),
     gram_layers: str = typer.Option(
         ",".join(_GRAM_LAYERS), "--gram-layers", help="VGG layers for Gram (Gatys et al. 2016 style layers)."
@@ -245,7 +248,10 @@ def images(
     unavailable = scores.settings["unavailable"]
     for key, why in unavailable.items():
         if key in wanted:
-            err.print(f"note: {key} not computed: {why}", markup=False)
+            err.print(f"note: {key} not computed: {why}", markup=False, soft_wrap=True)
+    if all(scores.corpus[k] is None for k in wanted):  # nothing to report: a failure, not a table of dashes
+        names = ", ".join(wanted)
+        raise VlgenError(f"none of the requested metrics ({names}) could be computed; the reasons are above")
     if out_dir is not None:
         from vlgen.report.images import write_image_report
 

@@ -31,20 +31,6 @@ STYLE_TEMPLATE = "a 3D icon in the style of TOK, {caption}"
 IMAGE_METRICS = ("Gram", "CLIP-T", "CLIP-I", "DINO")
 
 
-def random_vgg19(path: Path, seed: int) -> Path:
-    """A seeded random-init torchvision VGG19 `features` state dict, for `--vgg-weights` offline."""
-    import torch
-    from torchvision.models import vgg19
-
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(seed)
-        tmp = path.with_suffix(".tmp")
-        torch.save(vgg19(weights=None).features.state_dict(), tmp)
-        tmp.rename(path)
-    return path
-
-
 def style_prompts(data: Path, n: int) -> list[str]:
     """The first `n` test-split captions of the captioning set, in the style-prompt template."""
     rows = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines() if line.strip()]
@@ -81,7 +67,8 @@ def run_t2i(
     t = time.perf_counter()
     for name in ("clip", "dino"):
         run(["tiny", name, str(models / f"tiny-{name}"), "--seed", s], commands)
-    vgg = random_vgg19(models / "vgg19-random-init.pt", cfg.seed)
+    vgg = models / "vgg19-random-init"
+    run(["tiny", "vgg19", str(vgg), "--seed", s], commands)
     timings["tiny models"] = time.perf_counter() - t
 
     # --lora-layers: the attention projections and the ResNet/IO convolutions (LoCon). The tiny UNet's 8x8 level

@@ -19,6 +19,8 @@ Importing this package is cheap: torch/transformers/diffusers are imported when 
     clip        CLIPModel + CLIPProcessor                         (openai/clip-vit-large-patch14)
     dino        ViTModel without pooler + ViTImageProcessor       (facebook/dino-vits16)
     cnn-lstm    vlgen's own CNN-LSTM captioner                    (vlgen.captioning.cnn_lstm)
+    vgg19       torchvision VGG19 `features`, full size (80 MB)   (torchvision VGG19_Weights.IMAGENET1K_V1)
+                for `vlgen evaluate images --vgg-weights DIR`: the Gram metric offline
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from vlgen.testing.blip import build_tiny_blip
 from vlgen.testing.clip import build_tiny_clip
 from vlgen.testing.dino import build_tiny_dino
 from vlgen.testing.sdxl import build_tiny_sdxl, build_tiny_sdxl_vae
+from vlgen.testing.vgg import build_vgg19
 from vlgen.testing.vit_gpt2 import build_tiny_vit_gpt2
 
 
@@ -59,6 +62,7 @@ TINY_BUILDERS: dict[str, Callable[..., Path]] = {
     "clip": build_tiny_clip,
     "dino": build_tiny_dino,
     "cnn-lstm": build_tiny_cnn_lstm,
+    "vgg19": build_vgg19,
 }
 
 
@@ -96,5 +100,6 @@ __all__ = [
     "build_tiny_sdxl",
     "build_tiny_sdxl_vae",
     "build_tiny_vit_gpt2",
+    "build_vgg19",
     "file_digests",
 ]

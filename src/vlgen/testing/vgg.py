@@ -1,9 +1,13 @@
-"""Tiny VGG for the Gram style metric: torchvision's `make_layers` with VGG19's block structure (5 blocks,
-conv-relu pairs, max-pool after each, so relu1_1 ... relu5_1 exist) at toy width.
+"""VGG feature stacks for the Gram style metric, written as directories that
+`vlgen.metrics.image.gram.load_vgg(dir)` (and `vlgen evaluate images --vgg-weights DIR`) reads:
+`vgg.json` ({"cfg": [...]}, torchvision's `make_layers` spec) + `model.safetensors` (the `features` state dict).
 
-Written as `vgg.json` ({"cfg": [...]}) + `model.safetensors` (the `features` state dict), which
-`vlgen.metrics.image.gram.load_vgg(dir)` reads. Not in `TINY_BUILDERS` (those are hub-model stand-ins);
-tests and benchmarks build it directly.
+- `build_vgg19` (`vlgen tiny vgg19 OUT`): torchvision's VGG19 `features` at full size (20 M parameters, 80 MB),
+  seeded random init - the offline stand-in for torchvision's VGG19 IMAGENET1K_V1, so Gram runs without a
+  download. Random features still compare colour/texture statistics, but the values are not Gatys et al.'s
+  perceptual style distance.
+- `build_tiny_vgg`: the same block structure (5 blocks, conv-relu pairs, max-pool after each, so relu1_1 ...
+  relu5_1 exist) at toy width, a few KB; for tests and benchmarks (not in `TINY_BUILDERS`).
 """
 
 from __future__ import annotations
@@ -26,14 +30,36 @@ def tiny_vgg(seed: int = 0):
         return make_layers(TINY_VGG_CFG).eval()
 
 
+def vgg19_features(seed: int = 0):
+    """torchvision's VGG19 `features` (config "E", no batch norm), initialised as `torchvision.models.vgg19(
+    weights=None)` initialises its convolutions (Kaiming normal, fan_out, zero bias). Built without the
+    120 M-parameter classifier, which the Gram metric never uses (5 s and 500 MB saved)."""
+    from torch import nn
+    from torchvision.models.vgg import cfgs, make_layers
+
+    with seeded(seed):
+        features = make_layers(cfgs["E"])
+        for m in features.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+    return features.eval()
+
+
+def _write(features, cfg: list, tmp: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in features.state_dict().items()}, str(tmp / "model.safetensors"))
+    (tmp / "vgg.json").write_text(json.dumps({"cfg": cfg}) + "\n")
+
+
 def build_tiny_vgg(out: str | os.PathLike, seed: int = 0) -> Path:
     """Random tiny VGG feature stack (a few KB)."""
+    return write_model_dir(out, "vgg", seed, lambda tmp: _write(tiny_vgg(seed), TINY_VGG_CFG, tmp))
 
-    def build(tmp: Path) -> None:
-        from safetensors.torch import save_file
 
-        features = tiny_vgg(seed)
-        save_file({k: v.contiguous() for k, v in features.state_dict().items()}, str(tmp / "model.safetensors"))
-        (tmp / "vgg.json").write_text(json.dumps({"cfg": TINY_VGG_CFG}) + "\n")
+def build_vgg19(out: str | os.PathLike, seed: int = 0) -> Path:
+    """Random-init torchvision VGG19 `features` (80 MB) for `--vgg-weights`: Gram offline."""
+    from torchvision.models.vgg import cfgs
 
-    return write_model_dir(out, "vgg", seed, build)
+    return write_model_dir(out, "vgg19", seed, lambda tmp: _write(vgg19_features(seed), list(cfgs["E"]), tmp))

@@ -34,7 +34,12 @@ VGG19_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1
 DEFAULT_GRAM_IMAGE_SIZE = 256
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TINY_VGG_CONFIG = "vgg.json"  # marks a directory written by vlgen.testing.vgg.build_tiny_vgg
+TINY_VGG_CONFIG = "vgg.json"  # marks a directory written by vlgen.testing.vgg (`vlgen tiny vgg19 DIR`)
+# Offline there are no ImageNet weights; a seeded random VGG19 still runs the metric (not a perceptual one).
+OFFLINE_VGG_HINT = (
+    "pass `--vgg-weights DIR` with a VGG19 built by `vlgen tiny vgg19 DIR` (random weights: it compares "
+    "colour/texture statistics, but is not the perceptual style distance of ImageNet features)"
+)
 
 
 def vgg_layer_names(features: nn.Sequential) -> list[str]:
@@ -100,14 +105,15 @@ def load_vgg(
 ) -> VggStyle:
     """VGG19 for Gram distances. `ref`: None = torchvision's ImageNet weights (torch hub cache, or downloaded
     when online); a file = a vgg19 state dict (tensors only, loaded with weights_only=True); a directory
-    with `vgg.json` = a tiny VGG from `vlgen.testing.vgg`."""
+    with `vgg.json` = a VGG from `vlgen.testing.vgg` (`vlgen tiny vgg19 DIR`, or a tiny one for tests)."""
     if ref is None:
         from torchvision.models import VGG19_Weights
 
         from vlgen.hub import resolve_torchvision_weights
 
         weights = VGG19_Weights.IMAGENET1K_V1
-        features = _features_from_state_dict(resolve_torchvision_weights(weights), str(weights))
+        state = resolve_torchvision_weights(weights, instead=OFFLINE_VGG_HINT)
+        features = _features_from_state_dict(state, str(weights))
         name, source = "torchvision vgg19 IMAGENET1K_V1", "torch-hub-cache"
     else:
         path = Path(ref).expanduser()
@@ -121,7 +127,8 @@ def load_vgg(
             features = _features_from_state_dict(state.get("state_dict", state), f"'{path}'")
         else:
             raise ModelNotAvailableError(
-                f"VGG weights '{ref}': expected a vgg19 state-dict file or a tiny-VGG directory with {TINY_VGG_CONFIG}"
+                f"VGG weights '{ref}': expected a vgg19 state-dict file or a directory with {TINY_VGG_CONFIG} "
+                "(as `vlgen tiny vgg19 DIR` writes)"
             )
         name, source = str(ref), "local"
     names = vgg_layer_names(features)
