@@ -46,6 +46,96 @@ def resolve_resume(ref: str, ckpt_root: Path) -> Path | None:
     return path
 
 
+# ------------------------------------------------------------------------------------------ output folders
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _same(key: str, saved: Any, now: Any, path_keys: frozenset[str]) -> bool:
+    if key in path_keys and isinstance(saved, str) and isinstance(now, str) and saved and now:
+        # the same folder written two ways (relative / absolute) is the same input
+        return saved == now or Path(saved).expanduser().resolve() == Path(now).expanduser().resolve()
+    return _plain(saved) == _plain(now)
+
+
+def config_differences(
+    saved: dict[str, Any], now: dict[str, Any], may_differ: frozenset[str], path_keys: frozenset[str] = frozenset()
+) -> list[str]:
+    """`key: saved -> now` for every key outside `may_differ` whose value changed (keys added since count)."""
+    diffs = []
+    for key in now:
+        if key in may_differ or key not in saved and now[key] is None:
+            continue
+        if key not in saved or not _same(key, saved[key], now[key], path_keys):
+            diffs.append(f"{key}: {saved.get(key, '<not set>')!r} -> {now[key]!r}")
+    return diffs
+
+
+def prepare_output_dir(
+    out: Path,
+    *,
+    option: str,
+    resume: str | None,
+    overwrite: bool,
+    config: dict[str, Any],
+    may_differ: frozenset[str],
+    path_keys: frozenset[str] = frozenset(),
+    clear: bool = True,
+) -> None:
+    """Refuse to mix a new run into a folder that holds another one; check a resume continues the same run.
+
+    * `out` missing or empty: fine.
+    * `overwrite` (--overwrite-output-dir): the folder is emptied (when `clear`: the main process) - only if it
+      holds a vlgen run (its config.yaml), so a mistyped --out never wipes unrelated files.
+    * `resume` (--resume-from-checkpoint): the saved config.yaml of the run being resumed must equal `config`
+      except for `may_differ`; ConfigError names every key that differs.
+    * otherwise a non-empty folder is refused in one line naming both options.
+    """
+    import yaml
+
+    if overwrite and resume:
+        raise ConfigError(
+            "--overwrite-output-dir clears the folder and --resume-from-checkpoint continues it: pass one of them"
+        )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{option} {out}: is a file, but a folder is needed here; remove it or choose another path")
+    contents = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    saved_cfg = out / "config.yaml"
+    if overwrite:
+        if contents and not saved_cfg.is_file():
+            raise ConfigError(
+                f"{option} {out} is not empty and holds no vlgen run (no config.yaml); --overwrite-output-dir "
+                "only clears a run's folder: choose an empty or new folder"
+            )
+        if contents and clear:
+            for p in out.iterdir():
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        return
+    if resume:
+        if resume != "latest":  # a checkpoint of another folder: compare with the run it belongs to
+            saved_cfg = Path(resume).parent.parent / "config.yaml"
+        if not saved_cfg.is_file():
+            return
+        try:
+            saved = yaml.safe_load(saved_cfg.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{saved_cfg}: cannot read the resumed run's config ({e})") from None
+        diffs = config_differences(saved, config, may_differ, path_keys)
+        if diffs:
+            raise ConfigError(
+                f"--resume-from-checkpoint {resume}: this run's options differ from the run being resumed "
+                f"({saved_cfg}): {'; '.join(diffs)}. Resume with the same options, or start afresh with "
+                "--overwrite-output-dir (or another output folder)"
+            )
+        return
+    if contents:
+        shown = ", ".join(contents[:4]) + (", ..." if len(contents) > 4 else "")
+        raise ConfigError(
+            f"{option} {out} already holds another run ({shown}); pass --overwrite-output-dir to clear it and "
+            "start afresh, --resume-from-checkpoint latest to continue it, or choose another folder"
+        )
+
+
 def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
     np_state = np.random.get_state()
     py = random.getstate()

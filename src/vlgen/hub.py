@@ -95,6 +95,26 @@ def looks_like_hub_id(ref: str) -> bool:
     return bool(_REPO_ID.match(ref)) and not ref.startswith((".", "~")) and ".." not in ref
 
 
+def _missing_local_path(ref: str) -> str | None:
+    """Why `ref` (which does not exist) is a mistyped local path rather than a hub id, or None.
+
+    A path: it starts with / ./ ../ ~, has more than one separator, or its first part is a folder here
+    (`runs/nonexistent` while `runs/` exists). The text names the deepest part that does exist.
+    """
+    p = Path(ref).expanduser()
+    first = Path(ref).parts[0] if Path(ref).parts else ""
+    pathlike = ref.startswith(("/", "./", "../", "~")) or ref.replace(os.sep, "/").count("/") > 1
+    partly = len(Path(ref).parts) > 1 and Path(first).is_dir()
+    if not (pathlike or partly):
+        return None
+    base = p
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if base.exists() and base != p and str(base) not in ("", ".", base.anchor):
+        return f" ({str(base).rstrip(os.sep)}{os.sep} exists, but has no {p.relative_to(base).parts[0]!r})"
+    return ""
+
+
 def _unavailable(ref: str, what: str, why: str) -> ModelNotAvailableError:
     return ModelNotAvailableError(
         f"{what} '{ref}' is not in the local cache ({hub_cache_dir()}) and {why}. "
@@ -118,6 +138,11 @@ def resolve_model(
         if not local.is_dir():
             raise ModelNotAvailableError(f"{what} '{ref_str}' is a file; expected a model directory")
         return ResolvedModel(ref_str, local.resolve(), "local")
+    missing = _missing_local_path(ref_str)
+    if missing is not None:  # a mistyped local path: never send the user to `hf download runs/nonexisting`
+        raise ModelNotAvailableError(
+            f"{what} '{ref_str}': no such directory{missing}; check the path (read as a local path, not a valid hub id)"
+        )
     if not looks_like_hub_id(ref_str):
         raise ModelNotAvailableError(f"{what} '{ref_str}': no such directory, and it is not a valid hub id")
 

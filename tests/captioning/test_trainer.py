@@ -202,3 +202,80 @@ def test_report_to_tensorboard_without_the_package_fails_with_one_line(synth, tm
     err = capsys.readouterr().err
     assert "--report-to tensorboard needs the tensorboard package: pip install tensorboard" in " ".join(err.split())
     assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [x for x in err.strip().splitlines() if x.startswith("error:")]
+    assert len(lines) == 1, err
+    return " ".join(err.split())
+
+
+def test_out_holding_another_run_is_refused_cleared_or_resumed_with_the_same_options(synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "caption", "--data", str(synth), "--out", str(out), *TINY_CNN_LSTM]
+    base += ["--validation-split", "", "--train-batch-size", "8", "--checkpointing-steps", "1"]
+    assert main([*base, "--max-train-steps", "2"]) == 0
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-1", "checkpoint-2"]
+    capsys.readouterr()
+
+    # A new run into the same --out: refused in one line, nothing touched.
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main([*base, "--max-train-steps", "1"]) == 1
+    err = _one_line_error(capsys)
+    assert str(out) in err and "--overwrite-output-dir" in err and "--resume-from-checkpoint" in err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+    # Resuming with options that change what is learnt: refused, naming the keys.
+    assert main([*base, "--max-train-steps", "2", "--resume-from-checkpoint", "latest", "--learning-rate", "0.5"]) == 1
+    err = _one_line_error(capsys)
+    assert "learning_rate: 0.001 -> 0.5" in err and "--overwrite-output-dir" in err
+    # ... the run length may change (it extends the run).
+    assert main([*base, "--max-train-steps", "3", "--resume-from-checkpoint", "latest"]) == 0
+    assert "resumed from" in " ".join(capsys.readouterr().err.split())
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 3
+
+    # --overwrite-output-dir clears the old run: none of its checkpoints survive.
+    assert main([*base, "--max-train-steps", "1", "--overwrite-output-dir"]) == 0
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-1"]
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 1
+    assert "overwrite_output_dir: false" in (out / "config.yaml").read_text()
+
+
+def test_overwrite_output_dir_never_clears_a_folder_without_a_run(synth, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["train", "caption", "--data", str(synth), "--out", str(out), *TINY_CNN_LSTM, "--overwrite-output-dir"]
+    assert main(args) == 1
+    assert "holds no vlgen run" in _one_line_error(capsys)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("recipe", "fixture", "extra", "message"),
+    [
+        ("blip-diffusiondb", "tiny_blip_dir", [], "--max-length 128 is over the limit of the blip model"),
+        ("blip-diffusiondb", "tiny_blip_dir", ["--max-length", "32"], "--max-new-tokens 128 is over the limit"),
+        ("vit-gpt2-diffusiondb", "tiny_vit_gpt2_dir", ["--mixed-precision", "no"], "--max-length 80 is over"),
+    ],
+)
+def test_recipe_lengths_are_checked_against_the_model_before_training(
+    synth, tmp_path, request, capsys, recipe, fixture, extra, message
+):
+    model = request.getfixturevalue(fixture)
+    out = tmp_path / "o"
+    args = ["train", "caption", "--config", recipe, "--model", str(model), "--data", str(synth), "--out", str(out)]
+    assert main([*args, *extra]) == 1
+    err = _one_line_error(capsys)
+    assert message in err and "text positions" in err
+    assert not out.exists() or not any(out.iterdir())  # nothing trained, nothing to lose
+
+
+def test_out_under_a_file_fails_in_one_line_before_training(synth, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", "caption", "--data", str(synth), "--out", str(blocker / "run"), *TINY_CNN_LSTM]) == 1
+    err = _one_line_error(capsys)
+    assert str(blocker) in err and "folder" in err

@@ -36,6 +36,7 @@ class CaptionTrainConfig:
     checkpointing_steps: int | None = None  # None: one checkpoint at the end of every epoch
     checkpoints_total_limit: int | None = 2
     resume_from_checkpoint: str | None = None  # "latest" or a checkpoint directory
+    overwrite_output_dir: bool = False  # clear an --out that holds another run (refused otherwise)
     early_stopping_patience: int | None = None  # epochs without improvement of the best metric
     metric_for_best_model: str = "CIDEr+BLEU-4"  # or "loss", or any single metric name
     num_beams: int = 1  # decoding for the validation metric
@@ -57,3 +58,15 @@ class CaptionTrainConfig:
     min_count: int = 1
     cache_features: bool = True
     cache_dir: str | None = None
+
+
+# Options that may change when a run is resumed (`--resume-from-checkpoint`): where and how long it runs, what
+# it logs and keeps - not what is learnt. A longer (or shorter) --epochs / --max-train-steps extends the run:
+# the learning-rate schedule is recomputed for the new length. Every other option must equal the saved
+# config.yaml of the run being resumed, or the trainer refuses, naming the keys.
+RESUME_MAY_DIFFER = frozenset({
+    "resume_from_checkpoint", "overwrite_output_dir", "out", "epochs", "max_train_steps", "checkpointing_steps",
+    "checkpoints_total_limit", "early_stopping_patience", "report_to", "num_workers", "cpu", "cache_features",
+    "cache_dir", "eval_batch_size",
+})  # fmt: skip
+RESUME_PATH_KEYS = frozenset({"data", "model"})

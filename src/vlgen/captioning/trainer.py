@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import math
 import random
 import shutil
@@ -27,19 +28,20 @@ import numpy as np
 import torch
 
 from vlgen.captioning.base import Captioner
-from vlgen.captioning.train_config import CaptionTrainConfig
+from vlgen.captioning.train_config import RESUME_MAY_DIFFER, RESUME_PATH_KEYS, CaptionTrainConfig
 from vlgen.checkpointing import (
     list_checkpoints,
     load_checkpoint,
+    prepare_output_dir,
     resolve_resume,
     rotate_checkpoints,
     save_checkpoint,
 )
-from vlgen.config import save_config
+from vlgen.config import config_to_dict, save_config
 from vlgen.data.images import load_image
 from vlgen.data.records import Record, load_records
 from vlgen.errors import ConfigError
-from vlgen.fileio import write_json, write_jsonl
+from vlgen.fileio import check_output_dir, write_json, write_jsonl
 
 
 def tensorboard_available() -> bool:
@@ -68,6 +70,40 @@ def check_config(cfg: CaptionTrainConfig) -> None:
         raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on CPU")
     if cfg.report_to == "tensorboard" and not tensorboard_available():
         raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
+    check_output_dir(cfg.out, "--out")
+
+
+def text_position_limit(captioner: Captioner) -> int | None:
+    """How many token positions the captioner's text decoder has (None: no fixed limit, e.g. the CNN-LSTM).
+
+    BLIP: text_config.max_position_embeddings; ViT-GPT2: decoder.n_positions (GPT-2's name for the same).
+    """
+    config = getattr(captioner.model, "config", None)
+    for part in (getattr(config, "text_config", None), getattr(config, "decoder", None)):
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(part, name, None)
+            if isinstance(value, int):
+                return value
+    return None
+
+
+def check_text_lengths(cfg: CaptionTrainConfig, captioner: Captioner) -> None:
+    """The recipe's lengths against the model, before the first step (not at the first validation, after an
+    epoch of training): training sequences are --max-length tokens, and decoding starts from one start token."""
+    limit = text_position_limit(captioner)
+    if limit is None:
+        return
+    name = f"{captioner.family} model {cfg.model}"
+    if cfg.max_length > limit:
+        raise ConfigError(
+            f"--max-length {cfg.max_length} is over the limit of the {name}: {limit} text positions; "
+            f"pass --max-length {limit} or less"
+        )
+    if cfg.validation_split and cfg.max_new_tokens + 1 > limit:
+        raise ConfigError(
+            f"--max-new-tokens {cfg.max_new_tokens} is over the limit of the {name}: {limit} text positions, "
+            f"one of them the start token; pass --max-new-tokens {limit - 1} or less"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -169,6 +205,19 @@ class CaptionTrainer:
             log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
             project_dir=str(self.out),
         )
+        # Before anything is written: a new run never mixes into another one's folder, a resume continues
+        # the same run (the saved config.yaml must match, RESUME_MAY_DIFFER aside).
+        prepare_output_dir(
+            self.out,
+            option="--out",
+            resume=cfg.resume_from_checkpoint,
+            overwrite=cfg.overwrite_output_dir,
+            config=config_to_dict(cfg),
+            may_differ=RESUME_MAY_DIFFER,
+            path_keys=RESUME_PATH_KEYS,
+            clear=self.accelerator.is_main_process,
+        )
+        self.accelerator.wait_for_everyone()
         self.train_records = load_records(cfg.data, split=cfg.train_split, caption_column=cfg.caption_column)
         self.val_records = (
             load_records(cfg.data, split=cfg.validation_split, caption_column=cfg.caption_column)
@@ -265,12 +314,13 @@ class CaptionTrainer:
         torch.manual_seed(cfg.seed)
         self.captioner = build_captioner(cfg, self.train_records)
         cap = self.captioner
+        check_text_lengths(cfg, cap)
         cap.to(acc.device)
         if cfg.gradient_checkpointing and not cap.enable_gradient_checkpointing():
             self._log(f"[yellow]gradient checkpointing is not supported by {cap.family}; training without it[/]")
         self.out.mkdir(parents=True, exist_ok=True)
-        if acc.is_main_process:
-            save_config(cfg, self.out)
+        if acc.is_main_process:  # saved without --overwrite-output-dir: rerunning from it must not clear the run
+            save_config(dataclasses.replace(cfg, overwrite_output_dir=False), self.out)
 
         samples = training_samples(self.train_records)
         train_feats = self._features(self.train_records, "train")
@@ -310,6 +360,11 @@ class CaptionTrainer:
             else:
                 state = load_checkpoint(ckpt, raw_model, optimizer, scheduler)
                 self._log(f"resumed from {ckpt} (step {state['global_step']}, epoch {state['epoch']})")
+                if state["global_step"] >= total_steps:
+                    self._log(
+                        f"the checkpoint is at step {state['global_step']} of the {total_steps} steps asked for: "
+                        "nothing left to train (raise --epochs or --max-train-steps to train on)"
+                    )
         if cfg.report_to == "tensorboard":
             acc.init_trackers("vlgen-caption")
 

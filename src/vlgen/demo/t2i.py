@@ -74,6 +74,7 @@ def run_t2i(
     # --lora-layers: the attention projections and the ResNet/IO convolutions (LoCon). The tiny UNet's 8x8 level
     # has no attention at all, so an attention-only LoRA cannot change the full-resolution path.
     lora_common = ["--vae", "none", "--resolution", "64", "--seed", s, "--cpu", "--lora-layers", cfg.lora_layers]
+    lora_common += ["--overwrite-output-dir"]  # a rerun of the demo retrains its LoRAs from scratch
     t = time.perf_counter()
     run(["train", "lora", "--pretrained-model-name-or-path", str(models / "tiny-sdxl"), "--data", str(data)]
         + ["--caption-column", "text", "--rank", str(cfg.shapes_rank), "--max-train-steps", str(cfg.shapes_steps)]

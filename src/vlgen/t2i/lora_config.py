@@ -92,6 +92,7 @@ class LoraTrainConfig:
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None  # "latest" or a checkpoint directory
+    overwrite_output_dir: bool = False  # clear an --output-dir that holds another run (refused otherwise)
     validation_prompt: str | None = None
     num_validation_images: int = 4
     validation_steps: int | None = None  # None: validate once, at the end
@@ -99,6 +100,18 @@ class LoraTrainConfig:
     # Outputs
     export_format: Literal["diffusers", "kohya"] = "diffusers"  # kohya: a second, kohya-keyed file too
     cpu: bool = False  # force CPU even when a GPU is present
+
+
+# Options that may change on `--resume-from-checkpoint` (see vlgen.captioning.train_config.RESUME_MAY_DIFFER):
+# run length, checkpointing, validation images and export - not the data, model, LoRA or optimisation.
+RESUME_MAY_DIFFER = frozenset({
+    "resume_from_checkpoint", "overwrite_output_dir", "output_dir", "num_train_epochs", "max_train_steps",
+    "checkpointing_steps", "checkpoints_total_limit", "validation_prompt", "num_validation_images",
+    "validation_steps", "num_inference_steps", "sample_batch_size", "export_format", "cpu",
+})  # fmt: skip
+RESUME_PATH_KEYS = frozenset({
+    "instance_data_dir", "pretrained_model_name_or_path", "pretrained_vae_model_name_or_path", "class_data_dir",
+})  # fmt: skip
 
 
 def unet_lora_layers(cfg: LoraTrainConfig) -> tuple[str, ...]:
