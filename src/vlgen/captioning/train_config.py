@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-SchedulerName = Literal["constant", "linear", "cosine", "cosine_restarts"]
+# "cosine_restarts" is CosineAnnealingWarmRestarts (period --restart-epochs); the README's "cosine-with-restarts"
+# and diffusers' spelling "cosine_with_restarts" name the same schedule and are stored as "cosine_restarts".
+SchedulerName = Literal[
+    "constant", "linear", "cosine", "cosine_restarts", "cosine-with-restarts", "cosine_with_restarts"
+]
+SCHEDULER_ALIASES = {"cosine-with-restarts": "cosine_restarts", "cosine_with_restarts": "cosine_restarts"}
 
 
 @dataclass
@@ -58,6 +63,9 @@ class CaptionTrainConfig:
     min_count: int = 1
     cache_features: bool = True
     cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.lr_scheduler = SCHEDULER_ALIASES.get(self.lr_scheduler, self.lr_scheduler)  # type: ignore[assignment]
 
 
 # Options that may change when a run is resumed (`--resume-from-checkpoint`): where and how long it runs, what

@@ -14,7 +14,11 @@ from typing import Any, Literal
 from vlgen.errors import ConfigError
 from vlgen.hub import DEFAULT_MODELS
 
-LrSchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+# diffusers' names, and the same with hyphens (the README's "cosine-with-restarts"), stored with underscores.
+LrSchedulerName = Literal[
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+    "constant-with-warmup", "cosine-with-restarts",
+]  # fmt: skip
 
 # LoRA targets: the attention projections, as diffusers' SDXL DreamBooth script (and kohya's default
 # "attention only" network) adapt them. Both the diffusers and the kohya key formats round-trip these.
@@ -100,6 +104,9 @@ class LoraTrainConfig:
     # Outputs
     export_format: Literal["diffusers", "kohya"] = "diffusers"  # kohya: a second, kohya-keyed file too
     cpu: bool = False  # force CPU even when a GPU is present
+
+    def __post_init__(self) -> None:
+        self.lr_scheduler = self.lr_scheduler.replace("-", "_")  # type: ignore[assignment]
 
 
 # Options that may change on `--resume-from-checkpoint` (see vlgen.captioning.train_config.RESUME_MAY_DIFFER):
