@@ -15,7 +15,9 @@ def demo(
 
     from vlgen.cli._console import out as console
     from vlgen.demo import DemoConfig, run_demo
+    from vlgen.fileio import check_output_dir
 
+    check_output_dir(out, "--out")
     result = run_demo(DemoConfig(out=str(out), quick=quick, seed=seed))
     t = Table(title="vlgen demo: held-out test split")
     t.add_column("metric")

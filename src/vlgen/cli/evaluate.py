@@ -89,6 +89,10 @@ def captions(
 ) -> None:
     """Score predictions against references: BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE, sacreBLEU, ROUGE-1/2,
     BERTScore, combined (0.65 BERTScore + 0.35 BLEU-4) and prompt similarity."""
+    if out_dir is not None:  # before scoring (BERTScore can take minutes), not after
+        from vlgen.fileio import check_output_dir
+
+        check_output_dir(out_dir, "--out")
     items, scores = _score_file(
         pred, data=data, split=split, caption_column=caption_column, metrics=metrics, bertscore_model=bertscore_model,
         bertscore_layers=bertscore_layers, weights=_weights(combined_weights), device=device,
@@ -230,6 +234,10 @@ def images(
     from vlgen.report.images import ImageFiles, list_images, probe_all, read_generated
 
     wanted = parse_image_metrics(metrics)
+    if out_dir is not None:  # before the models load and score, not after
+        from vlgen.fileio import check_output_dir
+
+        check_output_dir(out_dir, "--out")
     layers = tuple(s.strip() for s in gram_layers.split(",") if s.strip())
     gen = read_generated(gen_dir, prompts=prompts, data=data)
     ref_paths = [references / n for n in list_images(references, "reference images")] if references else None

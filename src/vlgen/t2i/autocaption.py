@@ -21,7 +21,7 @@ from typing import Literal
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, check_file_name, load_image
 from vlgen.data.records import check_inside
 from vlgen.errors import ConfigError, DataError, ImageLoadError
-from vlgen.fileio import read_jsonl_objects, write_jsonl
+from vlgen.fileio import check_output_file, read_jsonl_objects, write_jsonl
 
 PLACEHOLDER = "{caption}"
 
@@ -101,6 +101,7 @@ def autocaption(
     if not names:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder", path=str(root))
     meta = root / METADATA_NAME
+    check_output_file(meta, "FOLDER's metadata.jsonl")  # written after every batch: writable before the model loads
     rows = read_rows(meta)
     by_name = {r["file_name"]: r for r in rows}
     original = set(by_name)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vlgen.errors import ConfigError
-from vlgen.fileio import atomic_write_bytes, write_jsonl
+from vlgen.fileio import atomic_write_bytes, check_output_dir, write_jsonl
 from vlgen.hub import DEFAULT_MODELS, resolve_model
 
 METADATA_NAME = "metadata.jsonl"
@@ -212,6 +212,7 @@ def generate(prompts: list[str], out: str | Path, settings: GenerateSettings, co
     if compare and settings.lora is None:
         raise ConfigError("--compare needs --lora (it compares the base model with and without it)")
     out = Path(out)
+    check_output_dir(out, "--out")  # before the pipeline loads
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(settings.base, settings.vae, settings.device)
     if not compare:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vlgen.errors import VlgenError
-from vlgen.fileio import write_json
+from vlgen.fileio import check_output_dir, write_json
 
 MARKER = "vlgen_tiny.json"
 
@@ -41,6 +41,7 @@ def write_model_dir(out: str | os.PathLike, name: str, seed: int, build: Callabl
             raise VlgenError(
                 f"output directory '{out}' is not empty and was not written by `vlgen tiny`; choose a new directory"
             )
+    check_output_dir(out, "OUT")  # a read-only folder or a file in the way: one line before any work
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

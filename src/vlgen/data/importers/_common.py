@@ -17,7 +17,7 @@ from vlgen.data.images import DEFAULT_MAX_PIXELS, probe_image
 from vlgen.data.records import METADATA_NAME, Record, write_dataset
 from vlgen.data.splits import DEFAULT_RATIOS, DEFAULT_SEED, count_splits, split_records
 from vlgen.errors import ConfigError, DataError, ImageLoadError
-from vlgen.fileio import write_json, write_jsonl
+from vlgen.fileio import check_output_dir, write_json, write_jsonl
 
 OnError = Literal["fail", "skip"]
 SKIPPED_NAME = "skipped.jsonl"
@@ -74,6 +74,7 @@ def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError("output path exists and is not a folder", path=str(out))
+    check_output_dir(out, "OUT")  # a read-only folder or a file in the way: one line before any work
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DataError("output folder is not empty (pass --overwrite to write into it)", path=str(out))
     return out
