@@ -220,3 +220,19 @@ def test_folder_captions_file_escaping_path(tmp_path: Path, capsys) -> None:
     assert (
         f"{tmp_path / 'caps.csv'}:3: ../secret.png: file_name '../secret.png' contains '..'" in capsys.readouterr().err
     )
+
+
+def test_flickr8k_image_in_two_splits_is_left_out_of_both_as_reported(flickr8k_src, tmp_path: Path, capsys) -> None:
+    src, info = flickr8k_src
+    both = info["splits"]["train"][0]
+    test_list = src / "Flickr8k_text" / "Flickr_8k.testImages.txt"
+    test_list.write_text(test_list.read_text() + both + "\n")
+    assert main(["data", "import", "flickr8k", str(src), str(tmp_path / "a")]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{both}: listed in both train and test" in err and "Traceback" not in err
+    out = tmp_path / "b"
+    assert main(["data", "import", "flickr8k", str(src), str(out), "--on-error", "skip"]) == 0
+    skipped = [r for r in read_jsonl(out / "skipped.jsonl") if r["kind"] == "error"]
+    assert [r["item"] for r in skipped] == [both] and "left out of both" in skipped[0]["reason"]
+    kept = {r.file_name for r in load_records(out)}
+    assert both not in kept and len(kept) == 9  # what the report says happened, happened

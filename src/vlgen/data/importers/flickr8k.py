@@ -91,13 +91,19 @@ def import_flickr8k(
 
     captions = parse_tokens(token_path, log)
     split_of: dict[str, str] = {}
+    in_two_splits: set[str] = set()
     for split, path in split_paths.items():
         for i, line in enumerate(_read_lines(path), start=1):
             name = line.strip()
             if not name:
                 continue
             if name in split_of and split_of[name] != split:
-                log.error(name, f"listed in both {split_of[name]} and {split}", path=str(path), line=i)
+                # Kept in either split it would leak between training and evaluation: left out of both, as
+                # the report says (it used to say "skipped" and keep the image in its first split).
+                log.error(
+                    name, f"listed in both {split_of[name]} and {split}; left out of both", path=str(path), line=i
+                )
+                in_two_splits.add(name)
                 continue
             split_of[name] = split
 
@@ -110,6 +116,8 @@ def import_flickr8k(
 
     records = []
     for name in sorted(set(split_of) | set(images) | set(captions)):
+        if name in in_two_splits:  # reported above
+            continue
         where = split_of.get(name)
         if name not in images:
             if where is not None:
