@@ -279,3 +279,18 @@ def test_out_under_a_file_fails_in_one_line_before_training(synth, tmp_path, cap
     assert main(["train", "caption", "--data", str(synth), "--out", str(blocker / "run"), *TINY_CNN_LSTM]) == 1
     err = _one_line_error(capsys)
     assert str(blocker) in err and "folder" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--metric-for-best-model", "BLEU4"], "'BLEU4' is not a validation metric"),
+        (["--num-beams", "0"], "--num-beams must be at least 1, got 0"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+    ],
+)
+def test_options_first_used_at_validation_fail_before_training(synth, tmp_path, capsys, args, message):
+    out = tmp_path / "o"
+    assert main(["train", "caption", "--data", str(synth), "--out", str(out), *TINY_CNN_LSTM, *args]) == 1
+    assert message in _one_line_error(capsys)
+    assert not out.exists()  # nothing trained, nothing to lose

@@ -64,3 +64,16 @@ def test_use_8bit_adam_without_cuda_names_the_option_that_turns_it_off(icons, tm
     err = _error_line(capsys)
     assert "--no-use-8bit-adam" in err and "CUDA" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("num_inference_steps", 0, "--num-inference-steps must be at least 1, got 0"),
+        ("num_validation_images", -1, "--num-validation-images must be 0 or more, got -1"),
+    ],
+)
+def test_options_first_used_after_training_fail_before_it(icons, tmp_path, capsys, option, value, message):
+    assert main(_args(icons, tmp_path / "o", **{option: value})) == 1
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "o").exists()

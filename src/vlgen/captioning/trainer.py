@@ -66,6 +66,21 @@ def check_config(cfg: CaptionTrainConfig) -> None:
         raise ConfigError(f"--learning-rate must be positive, got {cfg.learning_rate}")
     if cfg.checkpointing_steps is not None and cfg.checkpointing_steps < 1:
         raise ConfigError(f"--checkpointing-steps must be at least 1, got {cfg.checkpointing_steps}")
+    # What is only used at the first validation or after the last step is checked here too: a run must
+    # not train for hours and then fail on an option that was wrong from the start.
+    for name in ("num_beams", "max_new_tokens", "restart_epochs", "max_train_steps", "early_stopping_patience"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if cfg.lr_warmup_steps < 0:
+        raise ConfigError(f"--lr-warmup-steps must be 0 or more, got {cfg.lr_warmup_steps}")
+    parts = cfg.metric_for_best_model.split("+")
+    if cfg.metric_for_best_model != "loss" and not all(p in VALIDATION_METRICS for p in parts):
+        bad = next(p for p in parts if p not in VALIDATION_METRICS)
+        raise ConfigError(
+            f"--metric-for-best-model {cfg.metric_for_best_model}: {bad!r} is not a validation metric; use loss, "
+            f"one of {', '.join(VALIDATION_METRICS)}, or a sum such as CIDEr+BLEU-4"
+        )
     if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
         raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on CPU")
     if cfg.report_to == "tensorboard" and not tensorboard_available():
@@ -161,6 +176,10 @@ def build_captioner(cfg: CaptionTrainConfig, train_records: Sequence[Record]) ->
     return load_captioner(cfg.model)
 
 
+# The caption metrics computed at each validation (pycocoevalcap's), the names --metric-for-best-model takes.
+VALIDATION_METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
 def validation_metric(predictions: list[str], references: list[list[str]], name: str) -> dict[str, float]:
     """The metrics `name` needs ("CIDEr+BLEU-4": pycocoevalcap's, as BLIP/LAVIS select checkpoints).
 
@@ -176,8 +195,7 @@ def validation_metric(predictions: list[str], references: list[list[str]], name:
         scores = compute_caption_metrics(predictions, references, metrics="coco")
     except JavaNotFoundError:
         return {}
-    keys = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-    return {k: float(scores.corpus[k]) for k in keys if scores.corpus.get(k) is not None}
+    return {k: float(scores.corpus[k]) for k in VALIDATION_METRICS if scores.corpus.get(k) is not None}
 
 
 def best_score(metrics: dict[str, float], name: str, val_loss: float | None) -> float | None:

@@ -76,6 +76,16 @@ def check_config(cfg: LoraTrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if cfg.max_train_steps is not None and cfg.max_train_steps < 1:
         raise ConfigError(f"--max-train-steps must be at least 1, got {cfg.max_train_steps}")
+    # Options first used by validation, class images or the outputs: checked now, not after training.
+    for name in ("num_inference_steps", "sample_batch_size", "lr_num_cycles", "validation_steps"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("num_validation_images", "lr_warmup_steps"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.with_prior_preservation and cfg.num_class_images < 1:
+        raise ConfigError(f"--num-class-images must be at least 1 with prior preservation, got {cfg.num_class_images}")
     if cfg.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be positive, got {cfg.learning_rate}")
     if cfg.snr_gamma is not None and cfg.snr_gamma <= 0:
