@@ -189,3 +189,16 @@ def test_plain_folder_refuses_a_link_out_of_the_folder(tmp_path):
     (folder / "b.png").unlink()
     (folder / "c.png").symlink_to(folder / "a.png")  # a link inside the folder is fine
     assert [n for n, _ in collect_inputs([folder])] == ["a.png", "c.png"]
+
+
+def test_rows_on_stdout_are_the_json_as_is(tmp_path, monkeypatch, capsys):
+    class Fixed:
+        def generate(self, images, **kw):
+            return ["[bold]a[/bold] :dog: cat " + "word " * 30] * len(images)  # markup, emoji code, long line
+
+    monkeypatch.setattr("vlgen.captioning.registry.load_captioner", lambda *a, **k: Fixed())
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    assert main(["caption", str(img), "--out", "-"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["caption"].startswith("[bold]a[/bold] :dog: cat word")

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
 
-from vlgen.cli._console import err, out
+from vlgen.cli._console import err
 
 # `--out` values that mean "stream the rows to stdout" (reading them back to resume would block on a pipe).
 STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+
+
+def _write_row(row: dict) -> None:
+    """One JSON line to stdout as is (not through rich: no markup, emoji codes or wrapping in the data)."""
+    sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    sys.stdout.flush()  # a reader downstream (`| jq`) sees each row as it is captioned
 
 
 def caption(
@@ -35,6 +42,9 @@ def caption(
     from vlgen.captioning.batch import caption_images, collect_inputs, done_file_names
     from vlgen.captioning.registry import load_captioner
     from vlgen.fileio import check_output_file
+    from vlgen.hub import name_model_options
+
+    name_model_options(captioner="--model")
 
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter(f"{on_error!r} is not fail or skip", param_hint="--on-error")
@@ -60,7 +70,7 @@ def caption(
         on_error=on_error,
         process_index=state.process_index,
         num_processes=state.num_processes,
-        echo=lambda row: out.print(json.dumps(row, ensure_ascii=False), markup=False),
+        echo=_write_row,
     )
     msg = f"captioned {summary.captioned} images"
     if summary.already_done:
