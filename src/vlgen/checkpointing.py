@@ -109,7 +109,10 @@ def prepare_output_dir(
             )
         if contents and clear:
             for p in out.iterdir():
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
         return
     if resume:
         if resume != "latest":  # a checkpoint of another folder: compare with the run it belongs to
