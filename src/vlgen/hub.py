@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -115,11 +116,48 @@ def _missing_local_path(ref: str) -> str | None:
     return ""
 
 
-def _unavailable(ref: str, what: str, why: str) -> ModelNotAvailableError:
+# Which command-line option picks each kind of model in the running command, so that an offline failure can
+# name it. Set by the CLI command (`name_model_options`); `vlgen.cli.main` runs every command in a copy of the
+# context, so the names never leak into the next command run in the same process.
+_MODEL_OPTIONS: ContextVar[dict[str, str]] = ContextVar("vlgen_model_options", default={})  # noqa: B039
+# kind -> the words of `what` (the resolver's callers' description of the model) that make a model that kind
+MODEL_KINDS: dict[str, tuple[str, ...]] = {
+    "captioner": ("captioner",),
+    "base": ("base model",),
+    "vae": ("VAE",),
+    "clip": ("CLIP",),
+    "dino": ("DINO",),
+    "bertscore": ("BERTScore",),
+    "sentence_embedding": ("sentence-embedding",),
+}
+
+
+def name_model_options(**options: str) -> None:
+    """Tell the resolver which option of the running command picks each kind of model (MODEL_KINDS), e.g.
+    `name_model_options(base="--base", vae="--vae")`: a model missing offline is then reported with that option."""
+    unknown = set(options) - set(MODEL_KINDS)
+    if unknown:
+        raise ValueError(f"unknown model kind(s) {sorted(unknown)}; known: {sorted(MODEL_KINDS)}")
+    _MODEL_OPTIONS.set({**_MODEL_OPTIONS.get(), **options})
+
+
+def option_for(what: str) -> str | None:
+    """The option named by `name_model_options` for a model described as `what` ("BLIP captioner" -> captioner)."""
+    named = _MODEL_OPTIONS.get()
+    for kind, words in MODEL_KINDS.items():
+        if kind in named and any(w in what for w in words):
+            return named[kind]
+    return None
+
+
+def _unavailable(ref: str, what: str, why: str, option: str | None = None) -> ModelNotAvailableError:
+    option = option or option_for(what)
+    instead = f"pass {option} a local directory with the model" if option else "pass a local directory with the model"
+    if option and what == "VAE":
+        instead += f", or {option} none for the base model's own VAE"
     return ModelNotAvailableError(
         f"{what} '{ref}' is not in the local cache ({hub_cache_dir()}) and {why}. "
-        f"Download it where there is internet (`hf download {ref}`) and copy the cache here, "
-        f"or pass a local directory with the model instead."
+        f"Download it where there is internet (`hf download {ref}`) and copy the cache here, or {instead} instead."
     )
 
 
@@ -127,11 +165,15 @@ def resolve_model(
     ref: str | os.PathLike,
     *,
     what: str = "model",
+    option: str | None = None,
     revision: str | None = None,
     allow_patterns: list[str] | None = None,
     ignore_patterns: list[str] | None = None,
 ) -> ResolvedModel:
-    """Return a local directory for `ref` (a directory, or a hub id found in the cache or downloaded)."""
+    """Return a local directory for `ref` (a directory, or a hub id found in the cache or downloaded).
+
+    `option`: the command-line option that picks this model (e.g. "--vae"), named when it cannot be had
+    offline; default: the one `name_model_options` gave for this kind of model."""
     ref_str = os.fspath(ref)
     local = Path(ref_str).expanduser()
     if local.exists():
@@ -165,13 +207,13 @@ def resolve_model(
         raise ModelNotAvailableError(f"{what} '{ref_str}': the local cache entry is unusable ({e})") from None
 
     if hub_offline():
-        raise _unavailable(ref_str, what, "the hub is switched off (HF_HUB_OFFLINE=1)")
+        raise _unavailable(ref_str, what, "the hub is switched off (HF_HUB_OFFLINE=1)", option)
     if not hub_reachable():
-        raise _unavailable(ref_str, what, f"the hub ({hub_endpoint()}) cannot be reached")
-    return _download(ref_str, what, revision, allow_patterns, ignore)
+        raise _unavailable(ref_str, what, f"the hub ({hub_endpoint()}) cannot be reached", option)
+    return _download(ref_str, what, revision, allow_patterns, ignore, option)
 
 
-def _download(ref: str, what: str, revision, allow_patterns, ignore) -> ResolvedModel:
+def _download(ref: str, what: str, revision, allow_patterns, ignore, option: str | None = None) -> ResolvedModel:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
@@ -184,7 +226,7 @@ def _download(ref: str, what: str, revision, allow_patterns, ignore) -> Resolved
     except RepositoryNotFoundError:
         raise ModelNotAvailableError(f"{what} '{ref}' does not exist on the hub (or is private)") from None
     except (HfHubHTTPError, OSError) as e:
-        raise _unavailable(ref, what, f"downloading it failed ({type(e).__name__}: {e})") from None
+        raise _unavailable(ref, what, f"downloading it failed ({type(e).__name__}: {e})", option) from None
     return ResolvedModel(ref, Path(path), "download")
 
 

@@ -7,6 +7,7 @@ exit status. User errors (`VlgenError`) print one line to stderr and exit 1 - ne
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import sys
@@ -25,6 +26,7 @@ from vlgen.cli import t2i as _t2i
 from vlgen.cli import tiny as _tiny
 from vlgen.cli import train as _train
 from vlgen.cli._console import err
+from vlgen.cli._options import plain_help
 from vlgen.errors import VlgenError
 
 app = typer.Typer(
@@ -51,8 +53,12 @@ app.command("serve")(_serve.serve)
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of calling sys.exit (so tests can call it)."""
     command = typer.main.get_command(app)
+    plain_help(command)  # --help readable at 80 columns: no option name cut
     try:
-        rv = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="vlgen", standalone_mode=False)
+        # In a copy of the context: what a command sets there (vlgen.hub.name_model_options) ends with it.
+        rv = contextvars.copy_context().run(
+            command.main, args=argv if argv is not None else sys.argv[1:], prog_name="vlgen", standalone_mode=False
+        )
     except typer.Exit as e:  # --help, typer.Exit(code)
         return e.exit_code
     except typer.TyperException as e:  # usage errors: bad option, missing argument, invalid choice

@@ -30,6 +30,14 @@ def _annotation(tp):
     return str | None
 
 
+def _choices(tp) -> tuple[str, ...]:
+    """The values of a `Literal[...]` (or `Literal[...] | None`) field; () for other types."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _choices(args[0]) if len(args) == 1 else ()
+    return tuple(map(str, typing.get_args(tp))) if typing.get_origin(tp) is typing.Literal else ()
+
+
 def with_dataclass_options(cls: type, help: dict[str, str] | None = None) -> Callable:
     """Decorator: `f(config_file, **overrides)` gets `--config` plus one option per field of `cls`."""
     hints = typing.get_type_hints(cls)
@@ -49,14 +57,19 @@ def with_dataclass_options(cls: type, help: dict[str, str] | None = None) -> Cal
             flag = fld.name.replace("_", "-")
             default = fld.default if fld.default is not dataclasses.MISSING else None
             text = help.get(fld.name, "")
+            choices = _choices(tp)
+            if choices and not all(c in text for c in choices):
+                text = f"{text} Choices: {', '.join(choices)}.".strip()
             if default not in (None, ""):
                 text = f"{text} [default: {default}]".strip()
             decls = [f"--{flag}/--no-{flag}"] if tp is bool or tp == (bool | None) else [f"--{flag}"]
+            # A choice's metavar would list every choice on the option's line, past 80 columns.
+            metavar = "<choice>" if choices else None
             params.append(
                 inspect.Parameter(
                     fld.name,
                     inspect.Parameter.KEYWORD_ONLY,
-                    default=typer.Option(None, *decls, help=text, show_default=False),
+                    default=typer.Option(None, *decls, help=text, show_default=False, metavar=metavar),
                     annotation=_annotation(tp),
                 )
             )
@@ -71,3 +84,15 @@ def with_dataclass_options(cls: type, help: dict[str, str] | None = None) -> Cal
         return wrapper
 
     return decorate
+
+
+def plain_help(command) -> None:
+    """Use click's plain help layout for `command` and every subcommand, instead of typer's rich panels.
+
+    Rich's option table shares the terminal's width between the option names, their metavars and the help,
+    so at 80 columns it cut 30 of `train lora`'s long diffusers option names (`--checkpointing…`); click's
+    layout puts a long name on a line of its own and the help under it, never cutting either.
+    """
+    command.rich_markup_mode = None
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub)

@@ -45,6 +45,9 @@ def caption(
     from vlgen.hub import name_model_options
 
     name_model_options(captioner="--model")
+    from vlgen.hub import name_model_options
+
+    name_model_options(captioner="--model")
 
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter(f"{on_error!r} is not fail or skip", param_hint="--on-error")

@@ -89,6 +89,9 @@ def captions(
 ) -> None:
     """Score predictions against references: BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE, sacreBLEU, ROUGE-1/2,
     BERTScore, combined (0.65 BERTScore + 0.35 BLEU-4) and prompt similarity."""
+    from vlgen.hub import name_model_options
+
+    name_model_options(bertscore="--bertscore-model")
     if out_dir is not None:  # before scoring (BERTScore can take minutes), not after
         from vlgen.fileio import check_output_dir
 
@@ -126,14 +129,19 @@ def compare(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object to stdout instead of a table."),
     data: Path | None = typer.Option(None, "--data", help="Dataset folder for predictions given as file_name+caption."),
     split: str | None = typer.Option(None, "--split", help="Only join to this split of --data."),
-    caption_column: str = typer.Option("text", "--caption-column"),
+    caption_column: str = typer.Option("text", "--caption-column", help="Reference column in --data's metadata."),
     metrics: str = typer.Option("all", "--metrics", help=_METRICS_HELP),
-    bertscore_model: str | None = typer.Option(None, "--bertscore-model"),
-    bertscore_layers: int | None = typer.Option(None, "--bertscore-layers"),
-    combined_weights: str = typer.Option("0.65,0.35", "--combined-weights"),
-    device: str = typer.Option("cpu", "--device"),
+    bertscore_model: str | None = typer.Option(
+        None, "--bertscore-model", help="BERTScore model for predictions files (as `evaluate captions`)."
+    ),
+    bertscore_layers: int | None = typer.Option(None, "--bertscore-layers", help="Layer to use (default: per model)."),
+    combined_weights: str = typer.Option("0.65,0.35", "--combined-weights", help="W_BERT,W_BLEU for `combined`."),
+    device: str = typer.Option("cpu", "--device", help="Device for BERTScore / sentence embeddings."),
 ) -> None:
     """Each metric for A and B, the change and the relative change (as in the write-ups' Table 1)."""
+    from vlgen.hub import name_model_options
+
+    name_model_options(bertscore="--bertscore-model")
     from vlgen.metrics import METRIC_KEYS, compare_scores
     from vlgen.report.predictions import read_metrics_json
 
@@ -222,14 +230,17 @@ def images(
     fid_min_images: int = typer.Option(
         2048, "--fid-min-images", min=2, help="Refuse FID when either set is smaller (2048 = feature dimension)."
     ),
-    kid_subsets: int = typer.Option(100, "--kid-subsets", min=1),
+    kid_subsets: int = typer.Option(100, "--kid-subsets", min=1, help="Random subsets KID is averaged over."),
     kid_subset_size: int = typer.Option(1000, "--kid-subset-size", min=2, help="Clipped to the smaller set."),
     out_dir: Path | None = typer.Option(None, "--out", help="Write report.html, metrics.json, per_image.jsonl."),
-    device: str = typer.Option("cpu", "--device"),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    device: str = typer.Option("cpu", "--device", help="Device for the metric models (cpu, cuda ...)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per metric-model forward pass."),
     seed: int = typer.Option(0, "--seed", help="Seed of KID's subset sampling."),
 ) -> None:
     """CLIP-T, CLIP-I, DINO, Gram style distance, FID and KID of generated images (see vlgen.metrics.image)."""
+    from vlgen.hub import name_model_options
+
+    name_model_options(clip="--clip-model", dino="--dino-model")
     from vlgen.metrics.image import IMAGE_METRIC_KEYS, LOWER_IS_BETTER, compute_image_metrics, parse_image_metrics
     from vlgen.report.images import ImageFiles, list_images, probe_all, read_generated
 

@@ -44,7 +44,7 @@ STEPS = typer.Option(None, "--num-inference-steps", help=_default("num_inference
 GUIDANCE = typer.Option(None, "--guidance-scale", help=_default("guidance_scale"), show_default=False)
 WIDTH = typer.Option(None, "--width", help="Default: the model's native size.")
 HEIGHT = typer.Option(None, "--height", help="Default: the model's native size.")
-NEGATIVE = typer.Option(None, "--negative-prompt")
+NEGATIVE = typer.Option(None, "--negative-prompt", help="What the images should not show (default: none).")
 BATCH = typer.Option(_R.generation_batch_size, "--batch-size", help="Images per pipeline call.")
 NUM_BEAMS = typer.Option(_R.num_beams, "--num-beams", help="Captioners' beam width (1 = greedy).")
 MAX_NEW_TOKENS = typer.Option(_R.max_new_tokens, "--max-new-tokens", help="Longest caption, in tokens.")
@@ -55,6 +55,9 @@ JSON = typer.Option(False, "--json", help="Print the metrics.json object to stdo
 
 
 def _config(captioners, base, vae, lora, lora_scale, seed, steps, guidance, width, height, negative, **kw):
+    from vlgen.hub import name_model_options
+
+    name_model_options(captioner="--captioner", base="--base", vae="--vae", clip="--clip-model")
     given = dict(base=base, vae=vae, lora=lora, lora_scale=lora_scale, seed=seed, num_inference_steps=steps,
                  guidance_scale=guidance, width=width, height=height, negative_prompt=negative)  # fmt: skip
     generation = dataclasses.replace(GenerateSettings(), **{k: v for k, v in given.items() if v is not None})

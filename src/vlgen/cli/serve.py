@@ -18,6 +18,9 @@ def serve(
     lora: str | None = typer.Option(
         None, help="LoRA for --t2i-base: a `vlgen train lora` output dir or .safetensors (as `vlgen generate`)."
     ),
+    vae: str | None = typer.Option(
+        None, help="VAE for --t2i-base: hub id or directory (default: the base's own; as `vlgen generate`)."
+    ),
     host: str = typer.Option(_D.host, help="Address to bind; anything but loopback requires --api-key."),
     port: int = typer.Option(_D.port, help="Port to bind."),
     api_key: str | None = typer.Option(
@@ -39,10 +42,14 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn log level (debug, info, warning, error)."),
 ) -> None:
     """Serve captioning (and optionally SDXL generation) over HTTP, with a small page at /."""
+    from vlgen.hub import name_model_options
+
+    name_model_options(captioner="--caption-model", base="--t2i-base", vae="--vae")
     settings = ServeSettings(
         caption_model=caption_model,
         t2i_base=t2i_base,
         lora=lora,
+        vae=vae,
         host=host,
         port=port,
         api_key=api_key,

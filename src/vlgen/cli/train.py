@@ -13,22 +13,55 @@ import typer
 from vlgen.captioning.train_config import CaptionTrainConfig
 from vlgen.cli._options import with_dataclass_options
 
-app = typer.Typer(help="Train captioners.", no_args_is_help=True)
+app = typer.Typer(help="Train captioners (train caption) and SDXL DreamBooth LoRAs (train lora).", no_args_is_help=True)
 
+# One line each; `with_dataclass_options` appends "[default: ...]" (fields whose default is None say it here).
 HELP = {
     "model": "cnn-lstm (new), blip, vit-gpt2 (published checkpoints), a hub id or a model directory.",
-    "data": "imagefolder dataset directory (metadata.jsonl with splits).",
-    "out": "output directory: best/, last/, checkpoints/, history.csv, curves.png, config.yaml.",
+    "data": "imagefolder dataset directory (metadata.jsonl with splits); required.",
+    "out": "output directory: best/, last/, checkpoints/, history.csv, curves.png, config.yaml; required.",
     "caption_column": "metadata.jsonl column holding the caption(s).",
-    "lr_scheduler": "constant, linear (warm-up then decay), cosine, cosine_restarts (CosineAnnealingWarmRestarts).",
-    "restart_epochs": "period of cosine_restarts in epochs.",
+    "train_split": "split to train on.",
+    "validation_split": "split for validation loss and metrics each epoch (null in a yaml: none).",
+    "epochs": "passes over the training split.",
+    "max_train_steps": "stop after N optimiser steps (default: from --epochs).",
+    "train_batch_size": "images per training batch (per device).",
+    "eval_batch_size": "images per validation batch.",
+    "learning_rate": "AdamW learning rate.",
+    "weight_decay": "AdamW weight decay.",
+    "lr_scheduler": "linear: warm-up then decay; cosine-with-restarts: CosineAnnealingWarmRestarts.",
+    "lr_warmup_steps": "linear warm-up steps of the schedule.",
+    "restart_epochs": "period of cosine-with-restarts in epochs.",
+    "gradient_accumulation_steps": "batches per optimiser step.",
+    "max_grad_norm": "clip gradients to this norm (null in a yaml: no clipping).",
+    "mixed_precision": "no, fp16 or bf16 (autocast; CUDA).",
+    "gradient_checkpointing": "recompute activations in backward to save memory (BLIP, ViT-GPT2).",
+    "max_length": "longest training caption in tokens (longer ones are cut).",
+    "seed": "seed for initialisation, data order and dropout.",
     "checkpointing_steps": "save a resumable checkpoint every N optimiser steps (default: every epoch).",
-    "resume_from_checkpoint": "'latest' or a checkpoint directory.",
-    "metric_for_best_model": "CIDEr+BLEU-4 (default, as BLIP/LAVIS), loss, or any metric name.",
+    "checkpoints_total_limit": "keep only the newest N checkpoints (null in a yaml: keep all).",
+    "resume_from_checkpoint": "'latest' or a checkpoint directory (default: start a new run).",
+    "overwrite_output_dir": "clear an --out that holds another run (it is refused otherwise).",
+    "early_stopping_patience": "stop after N epochs without a better best metric (default: never).",
+    "metric_for_best_model": "CIDEr+BLEU-4 (as BLIP/LAVIS), loss, or any metric name.",
+    "num_beams": "beam width when decoding validation captions.",
+    "max_new_tokens": "longest validation caption in tokens.",
+    "report_to": "none or tensorboard (logs under --out; pip install 'vlgen[tensorboard]').",
+    "num_workers": "DataLoader worker processes.",
+    "cpu": "train on the CPU even when a GPU is present.",
     "encoder": "CNN-LSTM encoder: resnet50, densenet201 or tiny.",
     "encoder_weights": "CNN-LSTM encoder init: default (ImageNet) or none.",
+    "freeze_encoder": "CNN-LSTM: keep the encoder frozen (train the decoder only).",
     "attention": "CNN-LSTM soft attention over the spatial feature map (Show, Attend and Tell).",
+    "image_size": "CNN-LSTM input side length in pixels.",
+    "embed_dim": "CNN-LSTM word embedding size.",
+    "hidden_dim": "CNN-LSTM LSTM hidden size.",
+    "attention_dim": "CNN-LSTM attention layer size.",
+    "dropout": "CNN-LSTM dropout before the word classifier.",
+    "alpha_c": "CNN-LSTM doubly stochastic attention regularisation weight (Show, Attend and Tell).",
+    "min_count": "CNN-LSTM vocabulary: words seen at least this often.",
     "cache_features": "cache frozen-encoder features on disk (CNN-LSTM).",
+    "cache_dir": "feature cache folder (default: $VLGEN_CACHE_DIR or ~/.cache/vlgen/features).",
 }
 
 
@@ -39,7 +72,9 @@ def caption(config_file: Path | None, **overrides) -> None:
     from vlgen.captioning.trainer import train_captioner
     from vlgen.cli._console import out
     from vlgen.config import resolve_config
+    from vlgen.hub import name_model_options
 
+    name_model_options(captioner="--model")
     cfg = resolve_config(CaptionTrainConfig, config_file, overrides)
     summary = train_captioner(cfg)
     if summary:
@@ -50,24 +85,60 @@ def caption(config_file: Path | None, **overrides) -> None:
 
 
 LORA_HELP = {
-    "pretrained_model_name_or_path": "SDXL base: hub id or directory (alias --base).",
-    "pretrained_vae_model_name_or_path": "VAE: hub id or directory; 'none' for the base's own (alias --vae).",
-    "instance_data_dir": "folder of training images, optionally with metadata.jsonl (alias --data).",
-    "output_dir": "LoRA weights, model card, samples, config.yaml, history.csv, checkpoints/ (alias --out).",
-    "instance_prompt": "trigger phrase, e.g. 'a 3D icon in the style of TOK'.",
-    "caption_column": "metadata.jsonl column with per-image prompts (e.g. from `vlgen autocaption`).",
-    "class_data_dir": "class images for prior preservation (generated once if missing).",
+    "pretrained_model_name_or_path": "SDXL base: hub id or directory.",
+    "pretrained_vae_model_name_or_path": "VAE: hub id or directory (default: the base's own VAE; also 'none').",
+    "instance_data_dir": "folder of training images, optionally with metadata.jsonl; required.",
+    "output_dir": "LoRA weights, model card, samples, config.yaml, history.csv, checkpoints/; required.",
+    "instance_prompt": "trigger phrase, e.g. 'a 3D icon in the style of TOK' (default: none, with --caption-column).",
+    "caption_column": "metadata.jsonl column with per-image prompts (default: --instance-prompt for all).",
+    "with_prior_preservation": "DreamBooth prior preservation with class images (needs --class-prompt).",
+    "class_data_dir": "class images for prior preservation (default: OUT/class_images; generated if missing).",
+    "class_prompt": "prompt of the class images, e.g. 'a 3D icon' (default: none).",
+    "num_class_images": "class images to use (generated with the base when there are fewer).",
+    "prior_loss_weight": "weight of the class images' loss.",
+    "sample_batch_size": "batch size when generating class images.",
     "resolution": "training side length (multiple of 8); with buckets, the target area is resolution^2.",
+    "center_crop": "centre crops instead of random (seeded) ones.",
+    "random_flip": "flip images horizontally at random.",
     "aspect_ratio_buckets": "train at the aspect ratio nearest each image's instead of square crops.",
-    "snr_gamma": "Min-SNR weighting gamma (Hang et al. 2023); 5.0 is the recommended value.",
+    "train_batch_size": "images per training batch (per device).",
+    "num_train_epochs": "passes over the training images (unless --max-train-steps).",
+    "max_train_steps": "stop after N optimiser steps (default: from --num-train-epochs).",
+    "gradient_accumulation_steps": "batches per optimiser step.",
+    "gradient_checkpointing": "recompute activations in backward to save memory.",
+    "learning_rate": "UNet LoRA learning rate.",
+    "text_encoder_lr": "text encoders' LoRA learning rate (with --train-text-encoder).",
+    "lr_scheduler": "diffusers' schedule names; hyphens work too (cosine-with-restarts).",
+    "lr_warmup_steps": "warm-up steps of the schedule.",
+    "lr_num_cycles": "hard restarts of cosine_with_restarts.",
+    "lr_power": "power of the polynomial schedule.",
+    "snr_gamma": "Min-SNR weighting gamma (Hang et al. 2023), 5.0 recommended (default: off).",
+    "noise_offset": "noise offset (brighter/darker images); 0 for none.",
     "use_8bit_adam": "bitsandbytes AdamW8bit (CUDA).",
-    "resume_from_checkpoint": "'latest' or a checkpoint directory.",
-    "validation_steps": "validate every N steps (default: only at the end).",
-    "lora_layers": "comma-separated UNet modules to adapt, e.g. to_k,to_q,to_v,to_out.0,conv1,conv2 (LoCon); "
-    "default: the attention projections.",
-    "export_format": "kohya: also write pytorch_lora_weights_kohya.safetensors for ComfyUI/A1111.",
+    "adam_beta1": "AdamW beta1.",
+    "adam_beta2": "AdamW beta2.",
+    "adam_weight_decay": "AdamW weight decay of the UNet LoRA.",
+    "adam_weight_decay_text_encoder": "AdamW weight decay of the text encoders' LoRA.",
+    "adam_epsilon": "AdamW epsilon.",
+    "max_grad_norm": "clip gradients to this norm.",
+    "rank": "LoRA rank r (lora_alpha = r: scale 1).",
+    "lora_layers": "comma-separated UNet modules to adapt, e.g. to_k,to_q,to_v,to_out.0,conv1,conv2 (LoCon) "
+    "(default: the attention projections).",
+    "train_text_encoder": "also train LoRAs on both text encoders.",
+    "mixed_precision": "no, fp16 or bf16 (CUDA).",
+    "seed": "seed for LoRA init, crops, noise and timesteps.",
     "cache_latents": "encode every image with the VAE once, before training.",
     "cache_text_embeddings": "encode every prompt once (when the text encoders are frozen).",
+    "checkpointing_steps": "save a resumable checkpoint every N steps.",
+    "checkpoints_total_limit": "keep only the newest N checkpoints (default: keep all).",
+    "resume_from_checkpoint": "'latest' or a checkpoint directory (default: start a new run).",
+    "overwrite_output_dir": "clear an --output-dir that holds another run (it is refused otherwise).",
+    "validation_prompt": "prompt of the validation images (default: --instance-prompt).",
+    "num_validation_images": "validation images per validation (seeds seed, seed+1, ...).",
+    "validation_steps": "validate every N steps (default: only at the end).",
+    "num_inference_steps": "denoising steps for validation and class images.",
+    "export_format": "kohya: also write pytorch_lora_weights_kohya.safetensors for ComfyUI/A1111.",
+    "cpu": "train on the CPU even when a GPU is present.",
 }
 # Short names next to diffusers' long ones.
 LORA_ALIASES = {
@@ -94,9 +165,11 @@ def lora(config_file: Path | None, **overrides) -> None:
     """DreamBooth + LoRA fine-tuning of SDXL (diffusers' train_dreambooth_lora_sdxl.py options)."""
     from vlgen.cli._console import out
     from vlgen.config import resolve_config
+    from vlgen.hub import name_model_options
     from vlgen.t2i.lora_config import LoraTrainConfig
     from vlgen.t2i.lora_trainer import train_lora
 
+    name_model_options(base="--base", vae="--vae")
     cfg = resolve_config(LoraTrainConfig, config_file, overrides)
     summary = train_lora(cfg)
     if summary:

@@ -159,7 +159,7 @@ def create_app(
 
             captioner = load_captioner(settings.caption_model, device=device)
         if t2i is None and settings.t2i_base:
-            t2i = TextToImage.load(settings.t2i_base, lora=settings.lora, device=device)
+            t2i = TextToImage.load(settings.t2i_base, lora=settings.lora, device=device, vae=settings.vae)
 
     def caption_batch(images: list, key: tuple[int, int]) -> list[str]:
         import torch

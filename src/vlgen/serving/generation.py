@@ -50,12 +50,14 @@ class TextToImage:
         self._lora_scale = 1.0 if lora is not None else None  # what the adapter is set to now
 
     @classmethod
-    def load(cls, base: str = DEFAULT_T2I_BASE, lora: str | None = None, device: str = "cpu") -> TextToImage:
+    def load(
+        cls, base: str = DEFAULT_T2I_BASE, lora: str | None = None, device: str = "cpu", vae: str | None = None
+    ) -> TextToImage:
         from vlgen.t2i.generate import apply_lora, load_pipeline, lora_file
 
         if lora is not None:
             lora_file(lora)  # a one-line error before the (slow) base model load
-        pipe = load_pipeline(base, device=device)
+        pipe = load_pipeline(base, vae, device=device)  # vae None: the base's own, as `vlgen generate`
         if lora is not None:
             apply_lora(pipe, lora, 1.0)
         return cls(pipe, base=base, lora=lora, device=device)

@@ -20,6 +20,7 @@ class ServeSettings:
     caption_model: str = "blip"  # family name, hub id or directory (vlgen.captioning.registry.load_captioner)
     t2i_base: str | None = None  # SDXL base; None = /v1/generate answers 501 "not enabled"
     lora: str | None = None  # as `vlgen generate --lora`: output dir or .safetensors; scaled per request
+    vae: str | None = None  # as `vlgen generate --vae`: a separate VAE for t2i_base; None / "none" = the base's own
     device: str | None = None  # None = cuda when available, else cpu
     num_threads: int | None = None  # torch intra-op CPU threads; None = torch's default (one per core)
     # network
@@ -87,6 +88,8 @@ class ServeSettings:
             raise ConfigError(f"default max_new_tokens {self.max_new_tokens} is outside 1..{self.max_new_tokens_limit}")
         if self.lora and not self.t2i_base:
             raise ConfigError(f"--lora {self.lora} needs --t2i-base (the SDXL model the LoRA was trained on)")
+        if self.vae and self.vae.lower() != "none" and not self.t2i_base:
+            raise ConfigError(f"--vae {self.vae} needs --t2i-base (the SDXL model it decodes for)")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("--api-key is empty")
         if not self.is_loopback and not self.api_key:

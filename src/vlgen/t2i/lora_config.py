@@ -43,8 +43,9 @@ class LoraTrainConfig:
     """`vlgen train lora` options. Defaults follow diffusers' script unless a comment says why not."""
 
     pretrained_model_name_or_path: str = DEFAULT_MODELS["sdxl"]
-    # "none" or "" -> the base model's own VAE (then run in fp32, as SDXL base's VAE overflows in fp16).
-    pretrained_vae_model_name_or_path: str | None = DEFAULT_MODELS["sdxl-vae"]
+    # None, "none" or "" -> the base model's own VAE, as diffusers' script and `vlgen generate` (SDXL base's
+    # VAE has force_upcast, so it runs in fp32 under fp16 training); the shipped recipe names the fp16-fix VAE.
+    pretrained_vae_model_name_or_path: str | None = None
     instance_data_dir: str = ""  # images, optionally with an imagefolder metadata.jsonl
     output_dir: str = ""
     instance_prompt: str = ""  # "a 3D icon in the style of TOK": the trigger phrase
