@@ -90,7 +90,7 @@ def plain_help(command) -> None:
     """Use click's plain help layout for `command` and every subcommand, instead of typer's rich panels.
 
     Rich's option table shares the terminal's width between the option names, their metavars and the help,
-    so at 80 columns it cut 30 of `train lora`'s long diffusers option names (`--checkpointing…`); click's
+    so at 80 columns it cut 30 of `train lora`'s long diffusers option names (e.g. `--checkpointing-steps`); click's
     layout puts a long name on a line of its own and the help under it, never cutting either.
     """
     command.rich_markup_mode = None
