@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vlgen.errors import ConfigError
-from vlgen.fileio import atomic_write_text
+from vlgen.fileio import atomic_write_text, normalise_modes
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -180,6 +180,7 @@ def save_checkpoint(
     atomic_write_text(tmp / "rng.json", json.dumps(meta))
     save_file(tensors, str(tmp / "rng.safetensors"))
     atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=1))
+    normalise_modes(tmp)  # safetensors writes 0600
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

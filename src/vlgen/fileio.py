@@ -58,6 +58,35 @@ def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
     return p
 
 
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask sets it too, racing threads that create files)
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def new_file_mode() -> int:
+    """The mode `open(path, "w")` gives a new file (0o644 under the usual umask 022). mkstemp's temp files are
+    0o600; an output renamed into place from one gets this mode, like the files written beside it."""
+    return 0o666 & ~_umask()
+
+
+def normalise_modes(root: str | os.PathLike) -> None:
+    """Give `root` and everything under it the modes a plain `mkdir`/`open` would (0755/0644 under umask 022).
+
+    For an output folder assembled in a temp folder before it is renamed into place: mkdtemp makes it 0700, and
+    safetensors (0.8) writes its files 0600, while everything else vlgen writes beside them is 0644."""
+    file_mode = new_file_mode()
+    dir_mode = 0o777 & ~_umask()
+    root = Path(root)
+    for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+        if not path.is_symlink():
+            path.chmod(dir_mode if path.is_dir() else file_mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +96,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

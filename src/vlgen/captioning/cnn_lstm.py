@@ -28,7 +28,7 @@ from torch import nn
 
 from vlgen.captioning.base import Captioner
 from vlgen.errors import ConfigError, ModelNotAvailableError
-from vlgen.fileio import atomic_write_text
+from vlgen.fileio import atomic_write_text, normalise_modes
 
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
@@ -428,6 +428,7 @@ class CnnLstmModel(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = out / f".{WEIGHTS_NAME}.tmp"
         save_file(state, str(tmp), metadata={"format": "pt"})
+        normalise_modes(tmp)  # safetensors writes 0600
         tmp.replace(out / WEIGHTS_NAME)
         return out
 

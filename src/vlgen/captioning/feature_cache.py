@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vlgen.fileio import atomic_write_text
+from vlgen.fileio import atomic_write_text, normalise_modes
 from vlgen.progress import track
 
 CACHE_VERSION = 1
@@ -64,6 +64,7 @@ def cached_features(
     cache.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp")
     save_file({"features": feats}, str(tmp))
+    normalise_modes(tmp)  # safetensors writes 0600
     tmp.replace(file)
     atomic_write_text(
         file.with_suffix(".json"),

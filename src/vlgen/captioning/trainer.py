@@ -41,7 +41,8 @@ from vlgen.config import config_to_dict, save_config
 from vlgen.data.images import load_image
 from vlgen.data.records import Record, load_records
 from vlgen.errors import ConfigError
-from vlgen.fileio import check_output_dir, write_json, write_jsonl
+from vlgen.fileio import check_output_dir, normalise_modes, write_json, write_jsonl
+from vlgen.report.html import format_number
 
 
 def tensorboard_available() -> bool:
@@ -235,6 +236,9 @@ class CaptionTrainer:
             path_keys=RESUME_PATH_KEYS,
             clear=self.accelerator.is_main_process,
         )
+        # Whether --out held a run before this one (it survived prepare_output_dir: a resume). A fresh run with
+        # --resume-from-checkpoint latest has nothing to say about checkpoints.
+        self.continues_a_run = (self.out / "config.yaml").is_file()
         self.accelerator.wait_for_everyone()
         self.train_records = load_records(cfg.data, split=cfg.train_split, caption_column=cfg.caption_column)
         self.val_records = (
@@ -277,7 +281,9 @@ class CaptionTrainer:
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, Any]:
-        """Validation loss (first reference of each image) and the caption metrics on greedy/beam output."""
+        """Validation loss (first reference of each image) and the caption metrics on greedy/beam output.
+
+        `epoch` counts from 1, as in history.csv (it is written into validation_predictions.jsonl)."""
         cap, cfg = self.captioner, self.cfg
         if not self.val_records:
             return {}
@@ -374,10 +380,11 @@ class CaptionTrainer:
         if cfg.resume_from_checkpoint:
             ckpt = resolve_resume(cfg.resume_from_checkpoint, self.ckpt_root)
             if ckpt is None:
-                self._log("no checkpoint to resume from yet: starting from scratch")
+                if self.continues_a_run:
+                    self._log(f"no checkpoint in {self.ckpt_root} to resume from yet: starting from scratch")
             else:
                 state = load_checkpoint(ckpt, raw_model, optimizer, scheduler)
-                self._log(f"resumed from {ckpt} (step {state['global_step']}, epoch {state['epoch']})")
+                self._log(f"resumed from {ckpt} (step {state['global_step']}, epoch {state['epoch'] + 1})")
                 if state["global_step"] >= total_steps:
                     self._log(
                         f"the checkpoint is at step {state['global_step']} of the {total_steps} steps asked for: "
@@ -469,12 +476,12 @@ class CaptionTrainer:
             return False
         if not self.accelerator.is_main_process:
             return False
-        val = self.evaluate(epoch)
+        val = self.evaluate(epoch + 1)
         row = {"step": state["global_step"], "epoch": epoch + 1, **val}
         state["history"].append(row)
         self.accelerator.log({f"val/{k}": v for k, v in val.items()}, step=state["global_step"])
         score = best_score(val, cfg.metric_for_best_model, val.get("val_loss"))
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items())
+        shown = ", ".join(f"{k} {format_number(v)}" for k, v in val.items())
         self._log(f"epoch {epoch + 1}: {shown}")
         if score is not None and (state["best_score"] is None or score > state["best_score"]):
             state["best_score"], state["best_step"] = score, state["global_step"]
@@ -494,6 +501,7 @@ class CaptionTrainer:
         final, tmp = self.out / name, self.out / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self.captioner.save(tmp)
+        normalise_modes(tmp)  # safetensors writes 0600; the rest of the run is 0644
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

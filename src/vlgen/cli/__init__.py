@@ -37,6 +37,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        help="Also show what libraries print: their progress bars and warnings known to be harmless.",
+    ),
+) -> None:
+    from vlgen.verbosity import set_verbose
+
+    set_verbose(verbose)
+
+
 app.add_typer(_data.app, name="data")
 app.add_typer(_train.app, name="train")
 app.add_typer(_evaluate.app, name="evaluate")

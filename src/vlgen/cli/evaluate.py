@@ -56,8 +56,10 @@ def _score_file(
     return items, scores
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+def _fmt(v, digits: int = 4) -> str:
+    from vlgen.report.html import format_number
+
+    return "-" if v is None else format_number(v, digits) if isinstance(v, float) else str(v)
 
 
 @app.command("captions")
@@ -175,7 +177,7 @@ def compare(
         if r["a"] is None and r["b"] is None:
             continue
         rel = "-" if r["relative_change"] is None else f"{r['relative_change']:+.0%}"
-        change = "-" if r["change"] is None else f"{r['change']:+.4f}"
+        change = "-" if r["change"] is None else ("+" if r["change"] >= 0 else "") + _fmt(r["change"])
         table.add_row(r["metric"], _fmt(r["a"]), _fmt(r["b"]), change, rel)
     out.print(table)
 
@@ -287,7 +289,7 @@ def images(
     for key in IMAGE_METRIC_KEYS:
         s = scores.settings.get(key, {})
         value = obj[key]
-        text = "-" if value is None else f"{value:.6g}" if key in ("Gram", "KID") else f"{value:.4f}"
+        text = _fmt(value, 6 if key in ("Gram", "KID") else 4)
         if key == "KID" and value is not None:
             text += f" ± {s['std']:.2g} ({s['subsets']}x{s['subset_size']})"
         better = "lower" if key in LOWER_IS_BETTER else "higher"

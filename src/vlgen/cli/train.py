@@ -65,6 +65,15 @@ HELP = {
 }
 
 
+def _score(metric: str, value) -> str:
+    """The best model's score as people read it: 2.65e-17, not 2.6500783447471926e-17; a loss as the loss."""
+    from vlgen.report.html import format_number
+
+    if not isinstance(value, float):
+        return f"{metric} {value}"
+    return f"{metric} {format_number(-value if metric == 'loss' else value)}"  # the trainer maximises -loss
+
+
 @app.command("caption")
 @with_dataclass_options(CaptionTrainConfig, help=HELP)
 def caption(config_file: Path | None, **overrides) -> None:
@@ -80,7 +89,7 @@ def caption(config_file: Path | None, **overrides) -> None:
     if summary:
         out.print(
             f"trained {summary['steps']} steps in {summary['seconds']} s; best model: {Path(cfg.out) / 'best'} "
-            f"({cfg.metric_for_best_model} {summary['best_score']})"
+            f"({_score(cfg.metric_for_best_model, summary['best_score'])})"
         )
 
 

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlgen.errors import DataError
-from vlgen.fileio import write_jsonl
+from vlgen.fileio import new_file_mode, write_jsonl
 
 METADATA_NAME = "metadata.jsonl"
 SPLITS = ("train", "validation", "test")
@@ -188,6 +188,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> what the files beside it get
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -55,12 +55,20 @@ def esc(value: Any) -> str:
     return value if isinstance(value, Raw) else _html.escape(str(value), quote=True)
 
 
+def format_number(value: float, digits: int = 4) -> str:
+    """`digits` decimals, or 3 significant digits in scientific notation where the decimals would show fewer
+    than 2 (2.6500783447471926e-17 -> "2.65e-17", not "0.0000"; 0.00123 -> "0.0012"). Zero stays "0.0000"."""
+    if value != 0 and abs(value) < 10 ** (1 - digits):  # nan/inf compare False: they print as nan/inf
+        return f"{value:.2e}"
+    return f"{value:.{digits}f}"
+
+
 def fmt(value: Any, digits: int = 4) -> str:
-    """Numbers to fixed decimals, None to an em dash, anything else to str."""
+    """Numbers via `format_number`, None to an em dash, anything else to str."""
     if value is None:
         return "\u2014"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return format_number(value, digits)
     return str(value)
 
 

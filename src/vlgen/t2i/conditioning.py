@@ -48,6 +48,12 @@ def resolve_vae(ref: str | None) -> str | None:
     return None if ref is None or ref in NO_VAE else ref
 
 
+def vae_subfolder(path: Path) -> str | None:
+    """Where a separate VAE's config.json is: the folder itself (madebyollin/sdxl-vae-fp16-fix) or, for a whole
+    pipeline given as the VAE, its vae/ subfolder."""
+    return "vae" if not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file() else None
+
+
 def load_vae(vae_ref: str | None, base_path: Path):
     """A separate VAE (a directory with config.json, or a repo with a vae/ subfolder), else the base's."""
     from diffusers import AutoencoderKL
@@ -55,8 +61,7 @@ def load_vae(vae_ref: str | None, base_path: Path):
     if vae_ref is None:
         return AutoencoderKL.from_pretrained(base_path, subfolder="vae")
     path = resolve_model(vae_ref, what="VAE").path
-    sub = "vae" if not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file() else None
-    return AutoencoderKL.from_pretrained(path, subfolder=sub)
+    return AutoencoderKL.from_pretrained(path, subfolder=vae_subfolder(path))
 
 
 def load_components(base: str, vae_ref: str | None) -> SdxlComponents:

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from vlgen.errors import ConfigError
+from vlgen.fileio import normalise_modes
 
 
 def fuse_lora_into_base(
@@ -44,6 +45,7 @@ def fuse_lora_into_base(
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
+    normalise_modes(tmp)  # safetensors writes 0600
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

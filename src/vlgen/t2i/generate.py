@@ -225,14 +225,18 @@ def generate(prompts: list[str], out: str | Path, settings: GenerateSettings, co
     lora_rows = _run(pipe, prompts, settings, out / "lora", "lora")
     from PIL import Image
 
-    from vlgen.t2i.grid import image_grid
+    from vlgen.t2i.grid import common_prefix_words, image_grid
 
     grid_rows = [
         [Image.open(out / "base" / a["file_name"]), Image.open(out / "lora" / b["file_name"])]
         for a, b in zip(base_rows, lora_rows, strict=True)
     ]
-    labels = [f"seed {r['seed']}: {r['prompt']}" for r in base_rows]
-    image_grid(grid_rows, row_labels=labels, col_labels=["base", "LoRA"]).save(out / "compare.png")
+    # Prompts often share a long head ("a 3D icon in the style of TOK, ..."): it goes once into the title, and
+    # each row shows the part that differs, so a narrow label column does not cut every row to the same words.
+    shared = common_prefix_words([r["prompt"] for r in base_rows])
+    labels = [f"seed {r['seed']}: " + ("\u2026" if shared else "") + r["prompt"][len(shared) :] for r in base_rows]
+    title = f"{shared.rstrip()} \u2026" if shared else None
+    image_grid(grid_rows, row_labels=labels, col_labels=["base", "LoRA"], title=title).save(out / "compare.png")
     return {
         "images": 2 * len(base_rows),
         "dirs": [str(out / "base"), str(out / "lora")],

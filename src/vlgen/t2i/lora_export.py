@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from vlgen.fileio import new_file_mode
+
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 KOHYA_WEIGHT_NAME = "pytorch_lora_weights_kohya.safetensors"
 KOHYA_PREFIX = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
@@ -62,6 +64,7 @@ def save_diffusers_lora(out_dir: Path, models: dict[str, torch.nn.Module]) -> Pa
             weight_name=DIFFUSERS_WEIGHT_NAME,
             safe_serialization=True,
         )
+        os.chmod(tmp / DIFFUSERS_WEIGHT_NAME, new_file_mode())  # written inside a 0700 mkdtemp folder
         os.replace(tmp / DIFFUSERS_WEIGHT_NAME, out_dir / DIFFUSERS_WEIGHT_NAME)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -105,6 +108,7 @@ def save_kohya_lora(out_dir: Path, models: dict[str, torch.nn.Module], metadata:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> what the files beside it get
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

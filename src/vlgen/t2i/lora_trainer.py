@@ -190,6 +190,9 @@ class LoraTrainer:
             path_keys=RESUME_PATH_KEYS,
             clear=self.acc.is_main_process,
         )
+        # Whether --output-dir held a run before this one (it survived prepare_output_dir: a resume). A fresh run
+        # with --resume-from-checkpoint latest has nothing to say about checkpoints.
+        self.continues_a_run = (self.out / "config.yaml").is_file()
         self.acc.wait_for_everyone()
         self.instances = instance_examples(cfg)  # decodes every image: broken files fail here
         self.timings: dict[str, float] = {}
@@ -376,10 +379,11 @@ class LoraTrainer:
         if cfg.resume_from_checkpoint:
             ckpt = resolve_resume(cfg.resume_from_checkpoint, self.ckpt_root)
             if ckpt is None:
-                self.log("no checkpoint to resume from yet: starting from scratch")
+                if self.continues_a_run:
+                    self.log(f"no checkpoint in {self.ckpt_root} to resume from yet: starting from scratch")
             else:
                 state = load_checkpoint(ckpt, self.trainable, self.optimizer, self.lr_scheduler)
-                self.log(f"resumed from {ckpt} (step {state['global_step']}, epoch {state['epoch']})")
+                self.log(f"resumed from {ckpt} (step {state['global_step']}, epoch {state['epoch'] + 1})")
         self.timings["setup_s"] = time.perf_counter() - t_start
         self.step_times: list[float] = []
         from vlgen.progress import make_progress

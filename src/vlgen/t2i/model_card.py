@@ -7,6 +7,8 @@ shows the sample grid.
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,75 @@ SETTINGS = (
 )  # fmt: skip
 
 
+def _as_used(ref: str) -> str:
+    """A model reference as the run used it: a local folder as its absolute path (the card's code runs from
+    anywhere), a hub id unchanged."""
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.is_dir() else ref
+
+
+def _prompt(cfg: LoraTrainConfig) -> str:
+    return cfg.validation_prompt or cfg.instance_prompt or "PROMPT"  # PROMPT: trained on per-image captions only
+
+
+def _py(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid Python string literal
+
+
+def usage_snippet(cfg: LoraTrainConfig, vae: str | None) -> str:
+    """Python that loads the base, the VAE the run trained with and this LoRA, and generates one image.
+
+    `vae`: the separate VAE the run used, None (or 'none') for the base's own - then the pipeline keeps its
+    vae/ (loading a VAE from the base folder's root would fail: it has no config.json there)."""
+    from vlgen.errors import VlgenError
+    from vlgen.t2i.conditioning import resolve_vae, vae_subfolder
+
+    vae = resolve_vae(vae)
+    base = _as_used(cfg.pretrained_model_name_or_path)
+    lines = [
+        "import torch",
+        f"from diffusers import {'AutoencoderKL, ' if vae else ''}StableDiffusionXLPipeline",
+        "",
+        'device = "cuda" if torch.cuda.is_available() else "cpu"',
+        'dtype = torch.float16 if device == "cuda" else torch.float32  # half precision on the GPU only',
+    ]
+    if vae:
+        try:
+            from vlgen.hub import resolve_model
+
+            sub = vae_subfolder(resolve_model(vae, what="VAE").path)
+        except VlgenError:  # not reachable now: write the call for a VAE folder, the usual layout
+            sub = None
+        where = f", subfolder={_py(sub)}" if sub else ""
+        lines += [
+            f"vae = AutoencoderKL.from_pretrained({_py(_as_used(vae))}{where}, torch_dtype=dtype)  # as in training",
+            f"pipe = StableDiffusionXLPipeline.from_pretrained({_py(base)}, vae=vae, torch_dtype=dtype).to(device)",
+        ]
+    else:
+        lines += [
+            "# the base's own VAE, as in training",
+            f"pipe = StableDiffusionXLPipeline.from_pretrained({_py(base)}, torch_dtype=dtype).to(device)",
+        ]
+    lora_dir = str(Path(cfg.output_dir).expanduser().resolve())
+    lines += [
+        f"pipe.load_lora_weights({_py(lora_dir)}, weight_name={_py(DIFFUSERS_WEIGHT_NAME)})",
+        f"image = pipe({_py(_prompt(cfg))}, num_inference_steps=25).images[0]",
+        'image.save("lora_sample.png")',
+    ]
+    return "\n".join(lines)
+
+
+def usage_command(cfg: LoraTrainConfig, vae: str | None) -> str:
+    """The `vlgen generate` line for the same models."""
+    from vlgen.t2i.conditioning import resolve_vae
+
+    vae = resolve_vae(vae)
+    args = ["vlgen", "generate", _prompt(cfg), "--base", _as_used(cfg.pretrained_model_name_or_path)]
+    args += ["--vae", _as_used(vae)] if vae else []
+    args += ["--lora", str(Path(cfg.output_dir).expanduser().resolve()), "--compare", "--out", "gen/"]
+    return shlex.join(args)
+
+
 def model_card(
     cfg: LoraTrainConfig,
     *,
@@ -34,7 +105,11 @@ def model_card(
     kohya: bool,
     final_loss: float | None,
 ) -> str:
-    """The README.md text. `samples` is the grid's file name relative to the card."""
+    """The README.md text. `samples` is the grid's file name relative to the card; `vae` the separate VAE the run
+    trained with, None or 'none' for the base's own."""
+    from vlgen.t2i.conditioning import resolve_vae
+
+    vae = resolve_vae(vae)
     trigger = cfg.instance_prompt
     header: dict[str, Any] = {
         "base_model": cfg.pretrained_model_name_or_path,
@@ -80,18 +155,11 @@ DreamBooth-LoRA weights for **{cfg.pretrained_model_name_or_path}**, trained wit
 ## Use it
 
 ```python
-import torch
-from diffusers import AutoencoderKL, StableDiffusionXLPipeline
-
-vae = AutoencoderKL.from_pretrained("{vae or cfg.pretrained_model_name_or_path}", torch_dtype=torch.float16)
-pipe = StableDiffusionXLPipeline.from_pretrained(
-    "{cfg.pretrained_model_name_or_path}", vae=vae, torch_dtype=torch.float16
-).to("cuda")
-pipe.load_lora_weights("THIS_DIRECTORY", weight_name="{DIFFUSERS_WEIGHT_NAME}")
-image = pipe("{trigger}", num_inference_steps=25).images[0]
+{usage_snippet(cfg, vae)}
 ```
 
-or `vlgen generate "{trigger}" --base {cfg.pretrained_model_name_or_path} --lora THIS_DIRECTORY --compare --out gen/`.
+or `{usage_command(cfg, vae)}`.
+(The paths are this run's; after moving or uploading the LoRA, point them at the new place.)
 
 {kohya_text}
 

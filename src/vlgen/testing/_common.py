@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vlgen.errors import VlgenError
-from vlgen.fileio import check_output_dir, write_json
+from vlgen.fileio import check_output_dir, normalise_modes, write_json
 
 MARKER = "vlgen_tiny.json"
 
@@ -47,7 +47,7 @@ def write_model_dir(out: str | os.PathLike, name: str, seed: int, build: Callabl
     try:
         build(tmp)
         write_json(tmp / MARKER, {"name": name, "seed": seed, "random_weights": True})
-        _normalise_permissions(tmp)
+        normalise_modes(tmp)  # mkdtemp/safetensors make 0700/0600 entries: give the modes a plain mkdir/open would
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -55,14 +55,6 @@ def write_model_dir(out: str | os.PathLike, name: str, seed: int, build: Callabl
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _normalise_permissions(root: Path) -> None:
-    """mkdtemp/mkstemp create 0700/0600 entries; give the model the modes a plain `mkdir`/`open` would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *root.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def component_seed(seed: int, index: int) -> int:
