@@ -58,6 +58,13 @@ class Captioner(ABC):
     def load(cls, ref: str | Path | None = None, device: str | torch.device = "cpu") -> Captioner:
         """From a local directory or a hub id (default: the family's published checkpoint)."""
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(width, height) the model's preprocessing resizes every image to, or None when it keeps the image's
+        own size. Image loading (`load_image(..., input_size=)`) reduces larger images to no less than twice this
+        as they are decoded, so a 5000 x 5000 upload never sits in memory at full size."""
+        return None
+
     def enable_gradient_checkpointing(self) -> bool:
         """Turn on gradient checkpointing where the model supports it; returns whether it did."""
         if getattr(self.model, "supports_gradient_checkpointing", False):
@@ -67,6 +74,24 @@ class Captioner(ABC):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def processor_input_size(image_processor: Any) -> tuple[int, int] | None:
+    """(width, height) a transformers image processor resizes to: `size` {height, width}, or {shortest_edge: s}
+    -> (s, s) (every side ends at least s); None when it does not resize or resizes some other way
+    (longest_edge, a pixel budget), in which case images are not reduced on decode."""
+    if not getattr(image_processor, "do_resize", False):
+        return None
+    size = getattr(image_processor, "size", None)
+    if size is None:
+        return None
+    get = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)
+    height, width, shortest = get("height"), get("width"), get("shortest_edge")
+    if height and width and not get("longest_edge"):
+        return int(width), int(height)
+    if shortest and not get("longest_edge"):
+        return int(shortest), int(shortest)
+    return None
 
 
 def strip_captions(texts: Sequence[str]) -> list[str]:

@@ -155,7 +155,8 @@ def caption_images(
                 good, images = [], []
                 for name, path in batch:
                     try:
-                        images.append(load_image(path))
+                        # The server decodes through the same call: one image, one caption from both.
+                        images.append(load_image(path, input_size=getattr(captioner, "input_size", None)))
                         good.append(name)
                     except ImageLoadError as e:
                         if on_error == "fail":

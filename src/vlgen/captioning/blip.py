@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vlgen.captioning.base import Captioner, strip_captions
+from vlgen.captioning.base import Captioner, processor_input_size, strip_captions
 from vlgen.hub import DEFAULT_MODELS, resolve_model
 
 
@@ -167,6 +167,10 @@ class BlipCaptioner(Captioner):
         processor = BlipProcessor.from_pretrained(resolved.path)
         model = BlipForConditionalGeneration.from_pretrained(resolved.path, dtype=dtype or torch.float32)
         return cls(model.to(device).eval(), processor)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return processor_input_size(self.processor.image_processor)  # (384, 384) for blip-base
 
     def _pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
         # (B, 3, S, S), S = the processor's size (384 for blip-base)

@@ -515,6 +515,10 @@ class CnnLstmCaptioner(Captioner):
         return self.model.vocab
 
     @property
+    def input_size(self) -> tuple[int, int]:
+        return self.model.config.image_size, self.model.config.image_size  # preprocess() resizes to S x S
+
+    @property
     def supports_feature_cache(self) -> bool:
         return self.model.config.freeze_encoder
 

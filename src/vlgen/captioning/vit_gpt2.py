@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from vlgen.captioning.base import Captioner, strip_captions
+from vlgen.captioning.base import Captioner, processor_input_size, strip_captions
 from vlgen.errors import ConfigError
 from vlgen.hub import DEFAULT_MODELS, resolve_model
 
@@ -56,6 +56,10 @@ class VitGpt2Captioner(Captioner):
         tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         model = VisionEncoderDecoderModel.from_pretrained(resolved.path, dtype=dtype or torch.float32)
         return cls(model.to(device).eval(), image_processor, tokenizer)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return processor_input_size(self.image_processor)  # (224, 224) for vit-gpt2-image-captioning
 
     def _pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
         pv = self.image_processor(images=list(images), return_tensors="pt").pixel_values  # (B, 3, 224, 224)

@@ -7,6 +7,16 @@ empty, truncated, not an image, too many pixels).
 
 The pixel limit is checked from the header before any pixel is decoded, so a 1 KB "decompression bomb"
 PNG that declares 50,000 x 50,000 pixels costs nothing to reject.
+
+Given the model's `input_size` (what its processor resizes to; `Captioner.input_size`), a large image is
+reduced while it is decoded: a JPEG is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (`draft`), and
+any image still over twice the target is resized (antialiased bicubic) right after decoding, before the RGB
+conversion and EXIF rotation, so no full-size copy outlives the decode: a 5000 x 5000 upload then holds
+4 MB for BLIP (384 px) instead of 75 MB. The reduction is conservative - never below REDUCE_MARGIN (3)
+times the input on either side - so the processor's own resize still does the last, dominant step and the
+model gets nearly the pixels the full image would give (tests/data/test_image_reduce.py bounds the
+difference). `vlgen caption` and `vlgen serve` both decode through here (`_decode`), so one image gets one
+caption from both.
 """
 
 from __future__ import annotations
@@ -17,17 +27,41 @@ import warnings
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from vlgen.errors import ImageLoadError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 MP: larger than any camera JPEG we expect, far below a bomb
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 WHITE = (255, 255, 255)
+# Reduce-on-decode stops at REDUCE_MARGIN x the model input on each side, never lower: the processor's own
+# resize (bicubic for BLIP, bilinear for ViT, both antialiased) then still does the last, dominant step, so
+# the model gets nearly the pixels the full image would give: after BlipImageProcessor, on noisy photo-like
+# PNG and JPEG images of 700x640 .. 5000x5000 and inputs of 32, 64 and 384 px, the mean |difference| is
+# 0.2-0.5 of 255 levels (max 5); at 2x it is up to 2x larger. Going straight down to the input size would
+# replace the processor's resize by ours. The reduced image costs 9 x input pixels: 4 MB for BLIP's 384 px.
+REDUCE_MARGIN = 3
+# Modes whose samples PIL can box-average as they are (P indices, 1-bit and I;16 are converted first).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"})
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Load an image file as RGB (EXIF-rotated, alpha on white); raise `ImageLoadError` saying why not."""
+def load_image(
+    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *, input_size: tuple[int, int] | None = None
+) -> Image.Image:
+    """Load an image file as RGB (EXIF-rotated, alpha on white); raise `ImageLoadError` saying why not.
+
+    `input_size`: the model's (width, height) input; a larger image is reduced as it is decoded, to no less than
+    REDUCE_MARGIN times it on either side (see above). None: the image at its own size.
+    """
     name = str(path)
     p = Path(path)
     if not p.exists():
@@ -39,18 +73,31 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         with open(p, "rb") as f:
             if size == 0:
                 raise ImageLoadError("empty file (0 bytes)", path=name)
-            return _decode(f, name, max_pixels)
+            return _decode(f, name, max_pixels, input_size)
     except PermissionError:
         raise ImageLoadError("permission denied", path=name) from None
     except IsADirectoryError:  # a race with the is_dir check above, or an odd filesystem
         raise ImageLoadError("is a directory, not an image file", path=name) from None
 
 
-def load_image_bytes(data: bytes, name: str = "<upload>", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image_bytes(
+    data: bytes,
+    name: str = "<upload>",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    input_size: tuple[int, int] | None = None,
+) -> Image.Image:
     """Like `load_image` for bytes already in memory (HTTP uploads, zip members); `name` goes in errors."""
     if not data:
         raise ImageLoadError("empty file (0 bytes)", path=name)
-    return _decode(io.BytesIO(data), name, max_pixels)
+    return _decode(io.BytesIO(data), name, max_pixels, input_size)
+
+
+def probe_image_bytes(data: bytes, name: str = "<upload>", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the header of in-memory image bytes, within the pixel limit; no pixel is decoded."""
+    if not data:
+        raise ImageLoadError("empty file (0 bytes)", path=name)
+    return _open_header(io.BytesIO(data), name, max_pixels).size
 
 
 def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -96,8 +143,21 @@ def _open_header(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     return im
 
 
-def _decode(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
+def _decode(fp: BinaryIO, name: str, max_pixels: int, input_size: tuple[int, int] | None = None) -> Image.Image:
     im = _open_header(fp, name, max_pixels)
+    target = None  # (width, height) not to go below, in stored (pre-rotation) orientation
+    extent = None  # the full image's extent in decoded pixels (fractional after a JPEG draft)
+    if input_size is not None:
+        tw, th = input_size
+        if _orientation(im, name) in (5, 6, 7, 8):  # EXIF rotations that swap the axes
+            tw, th = th, tw
+        target = (REDUCE_MARGIN * tw, REDUCE_MARGIN * th)
+        if im.format == "JPEG":
+            # libjpeg decodes straight to 1/2, 1/4 or 1/8 scale (the smallest still >= target): a 5000 x 5000
+            # photo never exists at full size. `box` is where the full image lies in the scaled one: a
+            # dimension that is not a multiple of the scale ends in a partial block.
+            drafted = im.draft(None, target)
+            extent = drafted[1] if drafted is not None else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -105,14 +165,50 @@ def _decode(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         # PIL says "image file is truncated" / "broken data stream" etc.; keep its words after ours.
         raise ImageLoadError(f"truncated or corrupt image data ({e})", path=name) from None
+    if target is not None:
+        box = extent or (0, 0, im.width, im.height)
+        factor = min((box[2] - box[0]) / target[0], (box[3] - box[1]) / target[1])
+        partial = tuple(box) != (0, 0, im.width, im.height)  # a draft's partial last block must be mapped out
+        if factor >= 2 or partial:  # under 2x the saving is small and a second resampling not worth it
+            scale = max(factor, 1.0)
+            size = (max(1, round((box[2] - box[0]) / scale)), max(1, round((box[3] - box[1]) / scale)))
+            orientation = _orientation(im, name)
+            try:
+                # Palette indices, 1-bit and 16-bit samples cannot be averaged as they are: convert first.
+                full = im if im.mode in _REDUCIBLE_MODES else to_rgb(im)
+                # Antialiased bicubic over the exact (fractional) extent, with PIL's integer pre-reduction
+                # (reducing_gap) for speed. A plain `reduce()`/BOX lands partial edge blocks on whole pixels and
+                # filters worse: 3-6 levels mean error after BLIP's resize instead of 0.2-0.5.
+                im = full.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=2.0)
+            except (OSError, ValueError) as e:
+                raise ImageLoadError(f"cannot reduce mode {im.mode!r} image ({e})", path=name) from None
+            del full  # the full-size pixels go now, not when the caller's batch is done
+            # The reduced copy does not carry every format's orientation tag (TIFF keeps it in its own
+            # tags), so rotate by the original's; the same table as ImageOps.exif_transpose.
+            if orientation in _EXIF_TRANSPOSE:
+                im = im.transpose(_EXIF_TRANSPOSE[orientation])
+            return _rgb(im, name)
     try:
         im = ImageOps.exif_transpose(im)
     except Exception as e:  # malformed EXIF blocks raise a zoo of types inside PIL
         raise ImageLoadError(f"unreadable EXIF orientation ({type(e).__name__}: {e})", path=name) from None
+    return _rgb(im, name)
+
+
+def _rgb(im: Image.Image, name: str) -> Image.Image:
     try:
         return to_rgb(im)
     except (OSError, ValueError) as e:
         raise ImageLoadError(f"cannot convert mode {im.mode!r} to RGB ({e})", path=name) from None
+
+
+def _orientation(im: Image.Image, name: str) -> int:
+    """The EXIF orientation (1-8) exif_transpose would apply; 1 when there is none."""
+    try:
+        value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception as e:  # malformed EXIF blocks raise a zoo of types inside PIL
+        raise ImageLoadError(f"unreadable EXIF orientation ({type(e).__name__}: {e})", path=name) from None
+    return value if isinstance(value, int) else 1
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
