@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import gc
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from vlgen.checkpointing import (
 from vlgen.config import config_to_dict, save_config
 from vlgen.errors import ConfigError
 from vlgen.fileio import check_output_dir
+from vlgen.memory import release_memory
 from vlgen.t2i.buckets import bucketed_batches
 from vlgen.t2i.conditioning import drop_frozen, encode_prompt, load_components, restore_frozen
 from vlgen.t2i.lora_config import (
@@ -108,18 +107,6 @@ def check_config(cfg: LoraTrainConfig) -> None:
                 "--use-8bit-adam needs bitsandbytes: pip install bitsandbytes, or pass --no-use-8bit-adam"
             ) from None
     check_output_dir(cfg.output_dir, "--output-dir")
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc's malloc keeps them otherwise), so
-    that what comes next - the steps after the caches, the outputs after the steps - starts from a lower
-    resident set instead of stacking on top of the last phase's high-water mark."""
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def checkpoint_lora_block(module: torch.nn.Module, *args: Any) -> Any:
