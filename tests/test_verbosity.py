@@ -76,3 +76,21 @@ def test_cli_is_quiet_by_default_and_verbose_is_a_global_option(tmp_path, capsys
     assert main(["--verbose", "tiny", "dino", str(tmp_path / "b")]) == 0
     assert not hub.are_progress_bars_disabled() and verbosity.is_verbose()
     capsys.readouterr()
+
+
+def test_verbose_holds_for_commands_run_in_process_by_a_command(tmp_path, monkeypatch, capsys):
+    """`vlgen --verbose demo` runs its stages through `main` in-process: they must not switch back to quiet."""
+    import vlgen.testing
+
+    real, seen = vlgen.testing.build_tiny, []
+
+    def build_then_nested(name, out, **kw):
+        assert main(["data", "--help"]) == 0  # a nested command without --verbose
+        seen.append(verbosity.is_verbose())
+        return real(name, out, **kw)
+
+    monkeypatch.setattr(vlgen.testing, "build_tiny", build_then_nested)
+    assert main(["--verbose", "tiny", "dino", str(tmp_path / "a")]) == 0
+    assert main(["tiny", "dino", str(tmp_path / "b")]) == 0
+    assert seen == [True, False] and not verbosity.is_verbose()
+    capsys.readouterr()

@@ -49,7 +49,8 @@ def _global_options(
 ) -> None:
     from vlgen.verbosity import set_verbose
 
-    set_verbose(verbose)
+    if verbose or _depth <= 1:  # `vlgen --verbose demo` stays verbose in the commands the demo runs in-process
+        set_verbose(verbose)
 
 
 app.add_typer(_data.app, name="data")
@@ -65,8 +66,20 @@ app.command("generate")(_t2i.generate)
 app.command("serve")(_serve.serve)
 
 
+_depth = 0  # how many `main` calls are running: the demo runs its stages through `main` too
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of calling sys.exit (so tests can call it)."""
+    global _depth
+    _depth += 1
+    try:
+        return _main(argv)
+    finally:
+        _depth -= 1
+
+
+def _main(argv: list[str] | None) -> int:
     command = typer.main.get_command(app)
     plain_help(command)  # --help readable at 80 columns: no option name cut
     try:
