@@ -35,8 +35,17 @@ def serve(
     max_body_mb: float = typer.Option(_D.max_body_mb, help="Largest request body (MiB) -> else 413."),
     max_pixels: int = typer.Option(_D.max_pixels, help="Largest image (width x height), read from the header."),
     max_files: int = typer.Option(_D.max_files, help="Most images in one caption request."),
+    max_request_pixels: int = typer.Option(
+        _D.max_request_pixels, help="Most pixels (sum of width x height, from headers) in one caption request -> 413."
+    ),
     timeout_s: float = typer.Option(_D.timeout_s, help="Per caption request -> else 504."),
     generate_timeout_s: float = typer.Option(_D.generate_timeout_s, help="Per generation request -> else 504."),
+    header_timeout_s: float = typer.Option(
+        _D.header_timeout_s, help="A request head must arrive within this (s), else 408 and the connection closes."
+    ),
+    body_timeout_s: float = typer.Option(
+        _D.body_timeout_s, help="Longest pause (s) in a request body, else 408 and the connection closes."
+    ),
     max_steps: int = typer.Option(_D.max_steps, help="Largest num_inference_steps a request may ask for."),
     max_side: int = typer.Option(_D.max_side, help="Largest width/height a request may ask for."),
     log_level: str = typer.Option("info", help="uvicorn log level (debug, info, warning, error)."),
@@ -62,17 +71,21 @@ def serve(
         max_body_mb=max_body_mb,
         max_pixels=max_pixels,
         max_files=max_files,
+        max_request_pixels=max_request_pixels,
         timeout_s=timeout_s,
         generate_timeout_s=generate_timeout_s,
+        header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
         max_steps=max_steps,
         max_side=max_side,
     ).check()  # before any model loads: a refused --host costs nothing
     import uvicorn
 
     from vlgen.serving.app import create_app
+    from vlgen.serving.http import uvicorn_options
 
     err.print(f"loading {settings.caption_model}" + (f" and {settings.t2i_base}" if settings.t2i_base else "") + " ...")
     app = create_app(settings)
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
     err.print(f"serving on http://{shown}:{settings.port}/ (page), API spec at /openapi.json")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, **uvicorn_options(settings, log_level))

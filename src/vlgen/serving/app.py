@@ -12,6 +12,15 @@ Models load once, here, before the server binds (so /health answers only when re
 runs on the event loop: captions go through the `MicroBatcher`'s worker thread, generation through its
 own single thread, and image decoding through a small thread pool; every queue in front of them is
 bounded and answers 503 + Retry-After when full. Every error is `{"error": {"message", "type", "param"}}`.
+
+Memory: uploads are decoded two at a time and reduced to what the caption model needs as they decode
+(`vlgen.data.images`, the same call `vlgen caption` makes), a request's images may hold at most
+--max-request-pixels in all (from their headers, before any decode -> 413), and after every
+RELEASE_EVERY_PIXELS decoded pixels freed heap pages go back to the OS (`vlgen.memory.release_memory`).
+
+Giving up: a request that times out (504) or whose client disconnects is dropped where it stands - its
+images still queued never reach the model (a batch already in the model finishes), a queued generation
+never starts, and a running one stops before its next UNet/VAE block - so the worker is free for the next.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime, and they use
@@ -38,6 +47,7 @@ from starlette.requests import Request
 
 from vlgen import __version__
 from vlgen.errors import ImageLoadError
+from vlgen.memory import release_memory
 from vlgen.serving.batching import MicroBatcher, QueueFullError
 from vlgen.serving.generation import GenerateOptions, GenerationCancelled, TextToImage
 from vlgen.serving.middleware import GuardMiddleware
@@ -54,6 +64,74 @@ HOW_TO_ENABLE_T2I = (
 )
 MAX_PROMPT_CHARS = 2000
 DECODE_THREADS = 2  # concurrent image decodes: each may hold up to max_pixels * 3 bytes
+# Hand freed heap back to the OS after this many decoded pixels (600 MB of full-size RGB): a full
+# gc.collect() costs ~0.1 s with a model loaded, so it runs in the background and coalesced, not per request.
+RELEASE_EVERY_PIXELS = 200_000_000
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
+_abandoned: set[asyncio.Future] = set()  # cancelled work finishing in the background (kept referenced)
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client has gone. Called once the body is read, when `receive()` yields nothing but
+    `http.disconnect` (uvicorn sends it when the socket closes, or after the response)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def run_while_connected(request: Request, work: Any, timeout: float) -> Any:
+    """Await `work` (a coroutine or future) for at most `timeout` s while the client stays connected.
+
+    Raises `asyncio.TimeoutError` or `ClientGone`, having cancelled `work`: the caller answers at once and
+    `work` unwinds in the background (a decode thread in progress finishes its image first).
+    """
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    _abandoned.add(task)
+    task.add_done_callback(_abandoned.discard)
+    if gone in done:
+        if not gone.cancelled():
+            gone.exception()  # retrieved, so asyncio does not log it; either way the client is gone
+        raise ClientGone
+    raise asyncio.TimeoutError
+
+
+class _MemoryReleaser:
+    """Runs `release_memory()` in a thread once RELEASE_EVERY_PIXELS pixels were decoded, one at a time."""
+
+    def __init__(self, every_pixels: int) -> None:
+        self.every_pixels = every_pixels
+        self.pending = 0
+        self.running: asyncio.Future | None = None
+        self.runs = 0
+
+    def decoded(self, pixels: int) -> None:
+        self.pending += pixels
+        if self.pending < self.every_pixels or self.running is not None:
+            return
+        self.pending = 0
+        self.runs += 1
+        self.running = asyncio.get_running_loop().run_in_executor(None, release_memory)
+        self.running.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future) -> None:
+        self.running = None
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("release_memory failed: %s", future.exception())
 
 
 # -- response models (for the spec; handlers return plain dicts) ----------------------------------------------
@@ -92,7 +170,9 @@ def _generate_request_model(settings: ServeSettings) -> type[BaseModel]:
     """The /v1/generate body, with this server's limits in the schema (so the spec tells clients)."""
 
     class GenerateRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+        # strict: JSON types are not coerced - `"width": "512"` or `"num_inference_steps": true` is a 422
+        # naming the field, not a silent 512 / 1 (an int is still accepted for a float field)
+        model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
         prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
         negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
@@ -176,8 +256,11 @@ def create_app(
         name="caption",
     )
     decode_limiter = anyio.CapacityLimiter(DECODE_THREADS)
+    input_size = getattr(captioner, "input_size", None)  # decode straight to (a margin above) the model's size
+    releaser = _MemoryReleaser(RELEASE_EVERY_PIXELS)
     gen_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlgen-generate")
-    gen = {"admitted": 0, "done": 0, "ema_s": 0.0}
+    gen = {"admitted": 0, "done": 0, "cancelled": 0, "ema_s": 0.0}
+    abandoned = {"caption": 0}
     started = time.time()
 
     @contextlib.asynccontextmanager
@@ -200,7 +283,12 @@ def create_app(
     )
     app.state.settings = settings
     app.state.batcher = batcher
-    app.add_middleware(GuardMiddleware, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        GuardMiddleware,
+        api_key=settings.api_key,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
 
     # -- errors: one shape everywhere ----------------------------------------------------------------------
     @app.exception_handler(APIError)
@@ -249,12 +337,15 @@ def create_app(
                 "max_queue": settings.max_queue,
                 "max_batch_size": settings.max_batch_size,
                 "max_wait_ms": settings.max_wait_ms,
+                "abandoned_requests": abandoned["caption"],  # timed out or client gone
+                "memory_releases": releaser.runs,
                 **batcher.stats.as_dict(),
             },
             "generate": {
                 "enabled": t2i is not None,
                 "admitted": gen["admitted"],
                 "completed": gen["done"],
+                "cancelled": gen["cancelled"],  # timed out or client gone
                 **({} if t2i is not None else {"how_to_enable": HOW_TO_ENABLE_T2I}),
             },
         }
@@ -272,6 +363,7 @@ def create_app(
                     "max_new_tokens": settings.max_new_tokens_limit,
                     "max_files": settings.max_files,
                     "max_pixels": settings.max_pixels,
+                    "max_request_pixels": settings.max_request_pixels,
                     "max_body_bytes": settings.max_body_bytes,
                 },
                 "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms},
@@ -289,25 +381,36 @@ def create_app(
             )
         return {"object": "list", "data": data}
 
-    async def _decode(upload: UploadFile, index: int, param: str) -> Any:
+    def _bad_image(e: ImageLoadError, param: str) -> APIError:
+        return APIError(422, f"not a usable image: {e}", type="invalid_image", param=param)
+
+    async def _probe(data: bytes, name: str, param: str) -> tuple[int, int]:
+        from vlgen.data.images import probe_image_bytes
+
+        try:
+            return await anyio.to_thread.run_sync(probe_image_bytes, data, name, settings.max_pixels)
+        except ImageLoadError as e:
+            raise _bad_image(e, param) from None
+
+    async def _decode(data: bytes, name: str, param: str) -> Any:
         from vlgen.data.images import load_image_bytes
 
-        name = upload.filename or f"upload {index + 1}"
-        data = await upload.read()
+        def decode() -> Any:
+            return load_image_bytes(data, name, settings.max_pixels, input_size=input_size)
+
         try:
-            return await anyio.to_thread.run_sync(
-                load_image_bytes, data, name, settings.max_pixels, limiter=decode_limiter
-            )
+            return await anyio.to_thread.run_sync(decode, limiter=decode_limiter)
         except ImageLoadError as e:
-            raise APIError(422, f"not a usable image: {e}", type="invalid_image", param=param) from None
+            raise _bad_image(e, param) from None
 
     @app.post(
         "/v1/caption",
         tags=["caption"],
         response_model=CaptionResponse,
-        responses=error_docs(*auth_codes, 400, 413, 415, 422, 503, 504),
+        responses=error_docs(*auth_codes, 400, 408, 413, 415, 422, 503, 504),
     )
     async def caption(
+        request: Request,
         file: Annotated[UploadFile | None, File(description="One image")] = None,
         files: Annotated[list[UploadFile] | None, File(description="Several images")] = None,
         num_beams: Annotated[int, Form(ge=1, le=settings.max_num_beams)] = settings.num_beams,
@@ -323,21 +426,45 @@ def create_app(
                 422, f"{len(uploads)} images in one request; the limit is {settings.max_files}", param="files"
             )
 
+        # Headers first (cheap, nothing decoded): a bad image or a request over the pixel budget is refused
+        # before it takes a queue place or a decode thread.
+        named = [(await u.read(), u.filename or f"upload {i + 1}", param) for i, (u, param) in enumerate(uploads)]
+        sizes = [await _probe(data, name, param) for data, name, param in named]
+        pixels = sum(w * h for w, h in sizes)
+        if pixels > settings.max_request_pixels:
+            raise APIError(
+                413,
+                f"the {len(sizes)} images hold {pixels:,} pixels in all; this server decodes at most "
+                f"{settings.max_request_pixels:,} per request (--max-request-pixels): send fewer or smaller images",
+                param="files" if len(sizes) > 1 else uploads[0][1],
+            )
+
+        decoded = [0]  # pixels decoded so far (from the headers), for the memory releaser
+
         async def work() -> list[tuple[str, int]]:
             with batcher.admit(len(uploads)):
-                images = [await _decode(u, i, param) for i, (u, param) in enumerate(uploads)]
+                images = []
+                for (data, name, param), (w, h) in zip(named, sizes, strict=True):
+                    images.append(await _decode(data, name, param))
+                    decoded[0] += w * h
                 return await batcher.submit(images, key=(num_beams, max_new_tokens))
 
         try:
-            results = await asyncio.wait_for(work(), settings.timeout_s)
+            results = await run_while_connected(request, work(), settings.timeout_s)
         except QueueFullError as e:
             raise APIError(503, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
         except asyncio.TimeoutError:
+            abandoned["caption"] += 1
             raise APIError(504, f"captioning took longer than {settings.timeout_s:g} s (--timeout-s)") from None
+        except ClientGone:
+            abandoned["caption"] += 1
+            raise APIError(499, "the client closed the connection; its images were dropped") from None
         except APIError:
             raise
         except Exception:  # the model failed; the batcher logged the traceback
             raise APIError(500, "captioning failed (the error is in the server log)") from None
+        finally:
+            releaser.decoded(decoded[0])
         return {
             "model": caption_model_id,
             "num_beams": num_beams,
@@ -360,10 +487,10 @@ def create_app(
                 "description": "`response_format: png` -> the PNG (seed in `X-Seed`); `b64_json` -> JSON",
                 "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
             },
-            **error_docs(*auth_codes, 400, 413, 415, 422, 501, 503, 504),
+            **error_docs(*auth_codes, 400, 408, 413, 415, 422, 501, 503, 504),
         },
     )
-    async def generate(body: GenerateRequest) -> Any:  # type: ignore[valid-type]
+    async def generate(request: Request, body: GenerateRequest) -> Any:  # type: ignore[valid-type]
         if t2i is None:
             raise APIError(501, HOW_TO_ENABLE_T2I)
         if body.lora_scale is not None and t2i.lora is None:
@@ -399,13 +526,19 @@ def create_app(
         t0 = time.perf_counter()
         gen["admitted"] += 1
         try:
+            # A queued call that is cancelled never starts; a running one stops at its next block (cancel).
             future = asyncio.get_running_loop().run_in_executor(gen_executor, work)
-            png, width, height = await asyncio.wait_for(future, settings.generate_timeout_s)
+            png, width, height = await run_while_connected(request, future, settings.generate_timeout_s)
         except asyncio.TimeoutError:
-            cancel.set()  # the worker stops at the end of its current denoising step
+            cancel.set()
+            gen["cancelled"] += 1
             raise APIError(
                 504, f"generation took longer than {settings.generate_timeout_s:g} s (--generate-timeout-s)"
             ) from None
+        except ClientGone:
+            cancel.set()
+            gen["cancelled"] += 1
+            raise APIError(499, "the client closed the connection; the generation was stopped") from None
         except GenerationCancelled:  # only after a timeout we already answered; kept for completeness
             raise APIError(504, "generation was cancelled") from None
         except Exception:

@@ -1,12 +1,19 @@
-"""Checks that must happen before a byte of the body is read: API key, Content-Type, body size.
+"""Checks that must happen before a byte of the body is read: API key, Content-Type, body size; and the
+body's read timeout.
 
 A plain ASGI middleware rather than FastAPI dependencies, because FastAPI reads and parses the body
 (a whole multipart upload, or JSON) before any dependency runs: an unauthenticated client could make us
 spool 20 MB, and a bad-JSON request would get a 422 instead of its 401.
+
+Body timeout: each read of the body may wait at most `body_timeout_s` for the client (a client that stalls
+mid-body gets a 408 and its connection is closed). It times the app's own reads, so a server busy elsewhere
+never blames the client. Once the body is complete, reads are not timed: the handlers then wait on
+`receive()` for `http.disconnect`, to drop the work of a client that left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from starlette.exceptions import HTTPException
@@ -29,6 +36,10 @@ class BodyTooLarge(HTTPException):
     """
 
 
+class BodyTimeout(HTTPException):
+    """Raised from `receive` when the client sent no body bytes for `body_timeout_s` (answered 408 + close)."""
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for k, v in scope["headers"]:
         if k == name:
@@ -44,10 +55,13 @@ def key_matches(presented: str | None, api_key: str) -> bool:
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, body_timeout_s: float | None = None
+    ) -> None:
         self.app = app
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,14 +92,27 @@ class GuardMiddleware:
             return
 
         seen = 0
+        body_done = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done or self.body_timeout_s is None:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except asyncio.TimeoutError:
+                raise BodyTimeout(
+                    408,
+                    f"the request body stalled: nothing arrived for {self.body_timeout_s:g} s (--body-timeout-s)",
+                    headers={"Connection": "close"},  # the rest of the body will not be read
+                ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise BodyTooLarge(413, _too_large(limit, f"the body passed {limit:,} bytes"))
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True  # http.disconnect
             return message
 
         await self.app(scope, counting_receive, send)

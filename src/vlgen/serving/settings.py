@@ -36,8 +36,17 @@ class ServeSettings:
     max_body_mb: float = 20.0
     max_pixels: int = 25_000_000  # per uploaded image, checked from the header before decoding
     max_files: int = 16  # images per caption request
+    # Sum of width x height over one request's images, from their headers, before any is decoded -> 413.
+    # The default lets every request within the other limits through (16 x 25 MP): decoding is bounded anyway
+    # (images are reduced to the model's size as they decode, two at a time); lower it to bound CPU per request.
+    max_request_pixels: int = 400_000_000
     timeout_s: float = 60.0  # per caption request, from admission to answer -> 504
     generate_timeout_s: float = 600.0  # per generation request -> 504 (CPU SDXL is slow)
+    # stalled clients: the whole request head must arrive within header_timeout_s of the connection opening
+    # (or of the last response on a kept-alive connection), and the body may not pause longer than
+    # body_timeout_s between reads -> 408 and the connection is closed
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     # caption options: defaults and the largest values a request may ask for
     num_beams: int = 4
     max_new_tokens: int = 30
@@ -64,8 +73,11 @@ class ServeSettings:
             "--max-body-mb": self.max_body_mb,
             "--max-pixels": self.max_pixels,
             "--max-files": self.max_files,
+            "--max-request-pixels": self.max_request_pixels,
             "--timeout-s": self.timeout_s,
             "--generate-timeout-s": self.generate_timeout_s,
+            "--header-timeout-s": self.header_timeout_s,
+            "--body-timeout-s": self.body_timeout_s,
             "--max-steps": self.max_steps,
             "--max-side": self.max_side,
         }
