@@ -8,12 +8,21 @@ image exactly once. A bad image fails the run naming the file, or with `on_error
 `file_name` is the dataset-relative name for a dataset folder (so `vlgen evaluate captions --data` can
 join predictions to references), the folder-relative name for a plain folder, and the path as given for
 a single file.
+
+Several processes (`torchrun`/`accelerate launch`, see `caption_images`): process r of n takes items r, r+n,
+r+2n ... of the full list and appends to its own journal `OUT_STEM.rank{r}-of-{n}.jsonl` beside the output
+(never two processes appending to one file); after a barrier, process 0 merges the output's rows and every
+journal into the output (one atomic rewrite, in the list's order) and removes the journals. Rows in the
+output and in journals left by a killed run - of any process count - count as done on a rerun.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+import re
+import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +30,7 @@ from vlgen.captioning.base import Captioner
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image, load_records
 from vlgen.data.records import check_inside
 from vlgen.errors import DataError, ImageLoadError, VlgenError
-from vlgen.fileio import JsonlAppender
+from vlgen.fileio import JsonlAppender, write_jsonl
 from vlgen.progress import make_progress
 
 # Decoding sequences per forward pass when --batch-size is not given: 32 images greedy, 8 with 4 beams.
@@ -47,6 +56,7 @@ class CaptionSummary:
     skipped: list[dict] = field(default_factory=list)
     out: Path | None = None
     skipped_file: Path | None = None  # where the skipped images are listed, when they were
+    out_rows: int | None = None  # rows in `out` after process 0 merged the journals into it
 
 
 def collect_inputs(inputs: Sequence[str | Path], split: str | None = None) -> list[tuple[str, Path]]:
@@ -86,32 +96,31 @@ def _is_caption_row(raw: bytes) -> str | None:
     return None
 
 
-def done_file_names(out: Path) -> set[str]:
-    """file_names already captioned in an existing output, read before anything is written to it.
+def read_caption_rows(out: Path, journal: bool = False) -> list[dict]:
+    """The caption rows of an existing output (or journal), read before anything is written to it.
 
     Every line must be a caption row; the one exception is an unterminated, unparsable last line after
     valid rows (what a kill mid-write leaves; `JsonlAppender` drops it). A complete last row without its
     newline counts as done (the appender adds the newline). Anything else - another program's file, a
     JSONL of other rows - is refused with DataError, and the file is left untouched.
     Only regular files are read: `/dev/stdout`, pipes and other devices have nothing to resume.
+    A journal (`journal=True`) may also be one cut-off line alone: its process was killed in its first write.
     """
     if not out.exists():
-        return set()
+        return []
     if out.is_dir():
         raise DataError("--out is a folder; give a file path such as OUT/captions.jsonl", path=str(out))
     if not out.is_file():
-        return set()
-    done: set[str] = set()
-    raw_bytes = out.read_bytes()
-    lines = raw_bytes.split(b"\n")
+        return []
+    rows: list[dict] = []
+    lines = out.read_bytes().split(b"\n")
     for i, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        name = _is_caption_row(raw)
-        if name is not None:
-            done.add(name)
+        if _is_caption_row(raw) is not None:
+            rows.append(json.loads(raw))
             continue
-        if i == len(lines) and done:  # unterminated (no newline after it) and after valid rows
+        if i == len(lines) and (rows or journal):  # unterminated (no newline after it) and after valid rows
             continue
         raise DataError(
             'is not a vlgen caption file (this line is not a {"file_name", "caption"} row); the file was '
@@ -119,7 +128,77 @@ def done_file_names(out: Path) -> set[str]:
             path=str(out),
             line=i,
         )
-    return done
+    return rows
+
+
+def done_file_names(out: Path) -> set[str]:
+    """file_names already captioned in an existing output (see `read_caption_rows` for what is accepted)."""
+    return {row["file_name"] for row in read_caption_rows(out)}
+
+
+def journal_path(out: Path, process_index: int, num_processes: int) -> Path:
+    """Where process `process_index` of `num_processes` appends its rows: `OUT_STEM.rank{r}-of-{n}.jsonl`."""
+    return out.with_name(f"{out.stem}.rank{process_index}-of-{num_processes}.jsonl")
+
+
+def find_journals(out: Path) -> list[Path]:
+    """Journals beside `out` from runs of any process count (a killed run leaves them), sorted by (n, r)."""
+    pattern = re.compile(re.escape(out.stem) + r"\.rank(\d+)-of-(\d+)\.jsonl")
+    found = []
+    if out.parent.is_dir():
+        for p in out.parent.glob(f"{glob_escape(out.stem)}.rank*-of-*.jsonl"):
+            m = pattern.fullmatch(p.name)
+            if m and p.is_file():
+                found.append(((int(m.group(2)), int(m.group(1))), p))
+    return [p for _, p in sorted(found)]
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a literal in a glob pattern (`glob.escape` also escapes drive letters, which we don't need)."""
+    return re.sub(r"([*?[])", r"[\1]", text)
+
+
+def merge_journals(out: Path, items: Sequence[tuple[str, Path]]) -> int:
+    """Fold every journal beside `out` (and its skip list) into `out` and `OUT.skipped.jsonl`; remove them.
+
+    One atomic rewrite of `out` (a kill leaves the old output and the journals, which the next run merges):
+    rows already in `out` for names not in `items` first, in their order, then the rows of `items` in the
+    list's order; each file_name once (the output's row wins, then the lowest process count and rank).
+    Returns the number of rows in `out` afterwards.
+    """
+    journals = find_journals(out)
+    skip_journals = [j.with_suffix(".skipped.jsonl") for j in journals]
+    skip_journals = [p for p in skip_journals if p.is_file()]
+    if not journals and not skip_journals:
+        return len(read_caption_rows(out))
+    by_name: dict[str, dict] = {}
+    for path in [out, *journals]:
+        for row in read_caption_rows(path, journal=path != out):
+            by_name.setdefault(row["file_name"], row)
+    listed = [name for name, _ in items if name in by_name]
+    listed_set = set(listed)
+    rows = [row for name, row in by_name.items() if name not in listed_set] + [by_name[n] for n in listed]
+    write_jsonl(out, rows)
+    if skip_journals:
+        skip_out = out.with_suffix(".skipped.jsonl")
+        skipped = [r for p in [skip_out, *skip_journals] if p.is_file() for r in _json_rows(p)]
+        write_jsonl(skip_out, skipped)
+    for p in [*journals, *skip_journals]:  # only after the merged copy is in place
+        p.unlink(missing_ok=True)
+    return len(rows)
+
+
+def _json_rows(path: Path) -> list[dict]:
+    """The JSON-object lines of a skip list (a line cut off by a kill is left out)."""
+    rows = []
+    for raw in path.read_bytes().split(b"\n"):
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def caption_images(
@@ -133,19 +212,49 @@ def caption_images(
     process_index: int = 0,
     num_processes: int = 1,
     echo=None,
+    barrier: Callable[[], None] | None = None,
+    test_kill_after_rows: int | None = None,
 ) -> CaptionSummary:
-    """Caption `items` into `out` (JSONL) or, with out=None, hand each row to `echo`."""
+    """Caption `items` into `out` (JSONL) or, with out=None, hand each row to `echo`.
+
+    With `num_processes` > 1 every process calls this with the same `items` and `out`, and `barrier` (e.g.
+    accelerate's `PartialState().wait_for_everyone`) must block until all have reached it: this process
+    captions items[process_index::num_processes] into its journal (see the module docstring), and process
+    0 merges the journals into `out` once all are done (`summary.out_rows`). `out=None` (streaming) needs
+    one process. With one process, journals a killed multi-process run left are honoured and merged too.
+
+    `test_kill_after_rows` (tests only): after writing that many rows, this process writes half a row and
+    SIGKILLs itself - what a kill mid-write leaves, at a deterministic point.
+    """
     if on_error not in ("fail", "skip"):
         raise VlgenError(f"--on-error must be fail or skip, got {on_error!r}")
     batch_size = resolve_batch_size(batch_size, num_beams)
+    if num_processes > 1 and (out is None or (out.exists() and not out.is_file())):
+        raise VlgenError(
+            f"--out {out or '-'}: {num_processes} processes need a regular output file to merge their rows "
+            "into; give a file path (streaming to stdout works with one process)"
+        )
+    if num_processes > 1 and barrier is None:
+        raise VlgenError("caption_images: several processes need a barrier (e.g. PartialState().wait_for_everyone)")
     summary = CaptionSummary(out=out)
-    done = done_file_names(out) if out else set()  # checks the file before anything is written to it
+    # Checks every file before anything is written to it; leftover journals of any process count count too.
+    done = done_file_names(out) if out else set()
+    journals = find_journals(out) if out is not None and (out.is_file() or not out.exists()) else []
+    for j in journals:
+        done |= {row["file_name"] for row in read_caption_rows(j, journal=True)}
+    target = journal_path(out, process_index, num_processes) if num_processes > 1 else out
     # The skip list sits beside a regular output file; with a device (/dev/null) it goes to the summary only.
-    skip_path = out.with_suffix(".skipped.jsonl") if out is not None and (out.is_file() or not out.exists()) else None
-    todo = [it for it in items if it[0] not in done]
-    summary.already_done = len(items) - len(todo)
-    todo = todo[process_index::num_processes]  # distributed: each process takes every N-th image
-    writer = JsonlAppender(out) if out else None
+    skip_path = (
+        target.with_suffix(".skipped.jsonl")
+        if target is not None and (target.is_file() or not target.exists())
+        else None
+    )
+    mine = list(items)[process_index::num_processes]  # distributed: each process takes every N-th image
+    todo = [it for it in mine if it[0] not in done]
+    summary.already_done = len(mine) - len(todo)
+    if num_processes > 1:
+        barrier()  # every process has read the journals before any process appends to its own
+    writer = JsonlAppender(target) if target else None
     skip_writer = None
     try:
         with make_progress() as progress:
@@ -171,11 +280,29 @@ def caption_images(
                     for name, caption in zip(good, captions, strict=True):
                         row = {"file_name": name, "caption": caption}
                         writer.write(row) if writer else echo(row)
-                    summary.captioned += len(images)
+                        summary.captioned += 1
+                        if writer and summary.captioned == test_kill_after_rows:
+                            _kill_mid_write(writer)
                 progress.advance(task, len(batch))
     finally:
         if writer:
             writer.close()
         if skip_writer:
             skip_writer.close()
+    if num_processes > 1:
+        barrier()  # every journal is complete
+        if process_index == 0:
+            summary.out_rows = merge_journals(out, items)
+        if summary.skipped_file is not None:  # merged into the output's skip list
+            summary.skipped_file = out.with_suffix(".skipped.jsonl")
+        barrier()  # no process reports before the output is whole
+    elif out is not None and journals:
+        summary.out_rows = merge_journals(out, items)
     return summary
+
+
+def _kill_mid_write(writer: JsonlAppender) -> None:
+    """Test hook (`test_kill_after_rows`): half a row on disk, then SIGKILL - no cleanup runs."""
+    with open(writer.path, "a", encoding="utf-8") as f:
+        f.write('{"file_name": "')
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,8 +1,16 @@
-"""`vlgen caption INPUT... --model M`: caption images in batches (thin wrapper over vlgen.captioning.batch)."""
+"""`vlgen caption INPUT... --model M`: caption images in batches (thin wrapper over vlgen.captioning.batch).
+
+Several processes: `torchrun --nproc_per_node N -m vlgen caption ...` (CPU: gloo) or `accelerate launch -m
+vlgen caption ...` (GPUs); see vlgen.captioning.batch for the per-process journals and the merge.
+
+Test hook: `VLGEN_TEST_CAPTION_KILL_AFTER_ROWS=K` makes each process SIGKILL itself after writing K rows
+(half a row left on disk), so tests can kill a multi-process run at a deterministic point. Not for users.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,28 +53,32 @@ def caption(
     from vlgen.hub import name_model_options
 
     name_model_options(captioner="--model")
-    from vlgen.hub import name_model_options
-
-    name_model_options(captioner="--model")
 
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter(f"{on_error!r} is not fail or skip", param_hint="--on-error")
     if out_file is not None and str(out_file) in STDOUT_NAMES:
         out_file = None  # rows go to stdout as they come; there is nothing to resume from a stream
     items = collect_inputs(inputs, split=split)
-    state = PartialState()  # under `accelerate launch`, one process per device
+    # One process per device under `accelerate launch`/`torchrun`. Without CUDA (or with --device cpu) the
+    # state must be asked for CPU, else it does not see the launch (WORLD_SIZE/RANK) and every process would
+    # caption everything; with CUDA, accelerate picks nccl and one GPU per process as before.
+    cpu = not torch.cuda.is_available() or (device is not None and device.startswith("cpu"))
+    state = PartialState(cpu=cpu)
+    if state.num_processes > 1 and out_file is None:
+        raise typer.BadParameter(
+            f"{state.num_processes} processes cannot share stdout; give a file (rows are merged into it)",
+            param_hint="--out",
+        )
     dev = device or (str(state.device) if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
-    target = out_file
-    if out_file is not None and state.num_processes > 1:
-        target = out_file.with_name(f"{out_file.stem}.rank{state.process_index}{out_file.suffix}")
-    if target is not None:  # before the model loads: a wrong --out costs nothing
-        check_output_file(target, "--out")
-        done_file_names(target)
+    if out_file is not None:  # before the model loads: a wrong --out costs nothing
+        check_output_file(out_file, "--out")
+        done_file_names(out_file)
+    kill_after = os.environ.get("VLGEN_TEST_CAPTION_KILL_AFTER_ROWS")
     captioner = load_captioner(model, device=dev)
     summary = caption_images(
         captioner,
         items,
-        target,
+        out_file,
         batch_size=batch_size,
         num_beams=num_beams,
         max_new_tokens=max_new_tokens,
@@ -74,8 +86,12 @@ def caption(
         process_index=state.process_index,
         num_processes=state.num_processes,
         echo=_write_row,
+        barrier=state.wait_for_everyone,
+        test_kill_after_rows=int(kill_after) if kill_after else None,
     )
     msg = f"captioned {summary.captioned} images"
+    if state.num_processes > 1:
+        msg = f"process {state.process_index}/{state.num_processes}: " + msg
     if summary.already_done:
         msg += f", {summary.already_done} already in {out_file}"
     if summary.skipped:
@@ -83,4 +99,6 @@ def caption(
         msg += f", skipped {len(summary.skipped)} bad images (listed in {where})"
         for s in summary.skipped:
             err.print(f"skipped {s['file_name']}: {s['reason']}")
+    if summary.out_rows is not None:
+        msg += f"; {out_file} holds {summary.out_rows} rows"
     err.print(msg)
