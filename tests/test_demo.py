@@ -126,3 +126,86 @@ def test_demo_prints_the_style_verdict(monkeypatch, tmp_path, capsys, lora_gram,
     assert main(["demo", "--out", str(tmp_path)]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert f"Gram distance base 6e-07, base + LoRA {lora_gram:.3g} {verdict}" in printed
+
+
+def test_shape_colour_accuracy_counts_the_prompts_colour_and_shape_words() -> None:
+    from vlgen.demo.scoring import content_words, shape_colour_accuracy
+
+    prompt = "a 3D icon in the style of TOK, a small green triangle above a large yellow circle"
+    assert content_words(prompt) == {"green", "triangle", "yellow", "circle"}  # the template adds none
+    assert content_words("two red diamonds") == {"red", "diamond"}  # plural = singular
+    scores = [
+        ("a large yellow circle", 0.5),
+        ("a small yellow triangle above a large green circle", 1.0),  # binding is not scored
+        ("two blue squares", 0.0),
+        ("a green triangles above a yellow circles", 1.0),
+    ]
+    for caption, expected in scores:
+        assert shape_colour_accuracy([prompt], [caption])["shape_colour_accuracy"] == expected, caption
+    # averaged over generations; a word asked for twice counts once; prompts without such words are skipped
+    out = shape_colour_accuracy(
+        [prompt, "a green circle above a green square", "a photo"],
+        ["a large yellow circle", "a green circle", "a red circle"],
+    )
+    assert out == {"shape_colour_accuracy": (0.5 + 2 / 3) / 2, "n": 2, "skipped": 1}
+    assert shape_colour_accuracy([], [])["shape_colour_accuracy"] is None
+    with pytest.raises(ValueError, match="2 prompts but 1 captions"):
+        shape_colour_accuracy(["a", "b"], ["a"])
+
+
+def test_demo_summary_prints_the_round_trip(monkeypatch, tmp_path, capsys) -> None:
+    import vlgen.demo
+    from vlgen.demo import DemoResult
+
+    roundtrip = {"floor": {"shape_colour_accuracy": 0.2}, "base": {"shape_colour_accuracy": 0.75},
+                 "lora": {"shape_colour_accuracy": 0.7}, "ceiling": {"shape_colour_accuracy": 0.85}}  # fmt: skip
+
+    def fake_run_demo(cfg):
+        return DemoResult(tmp_path, tmp_path / "report.html", {}, {}, {"x": 1.0}, [], {}, roundtrip)
+
+    monkeypatch.setattr(vlgen.demo, "run_demo", fake_run_demo)
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "round trip (shape/colour words recovered): floor 0.200, base 0.750, lora 0.700, ceiling 0.850" in printed
+
+
+def test_demo_base_steps_needs_train_base(tmp_path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--base-steps", "3"]) == 1
+    assert "--base-steps only applies with --train-base OUT" in capsys.readouterr().err
+
+
+def test_committed_demo_base_loads_like_any_base_and_draws_64px() -> None:
+    # The weights the demo uses: a StableDiffusionXLPipeline directory of the real classes, 16x16 latents.
+    from vlgen.demo.base_model import DEMO_BASE, TRAIN_INFO
+    from vlgen.t2i.generate import generate_image, load_pipeline
+
+    assert sum(f.stat().st_size for f in DEMO_BASE.rglob("*") if f.is_file()) < 20e6
+    info = json.loads((DEMO_BASE / TRAIN_INFO).read_text())
+    assert info["config"]["seed"] == 0 and info["retrain"].startswith("vlgen demo --train-base")
+    pipe = load_pipeline(str(DEMO_BASE), device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline" and pipe.unet.dtype.is_floating_point
+    assert pipe.vae_scale_factor == 4 and pipe.unet.config.sample_size == 16
+    image = generate_image(pipe, "a large red circle", seed=0, num_inference_steps=2)
+    assert image.size == (64, 64)
+
+
+@pytest.mark.slow
+def test_train_demo_base_is_seeded_and_loads(tmp_path) -> None:
+    # Two short runs with the same seed write identical weights; the result loads through from_pretrained.
+    from vlgen.demo.base_model import DemoBaseConfig, build_untrained_base, train_demo_base
+    from vlgen.t2i.generate import load_pipeline
+    from vlgen.testing._common import file_digests
+
+    data = tmp_path / "data"
+    assert main(["data", "synth", str(data), "--n", "16", "--seed", "0"]) == 0
+    digests = []
+    for name in ("a", "b"):
+        cfg = DemoBaseConfig(data=str(data), out=str(tmp_path / name), vae_steps=2, steps=3, batch_size=2)
+        summary = train_demo_base(cfg, log=lambda _: None)
+        assert summary["history"][-1]["step"] == 3
+        digests.append(file_digests(tmp_path / name))
+    assert digests[0] == digests[1]
+    floor = build_untrained_base(tmp_path / "a", tmp_path / "floor", seed=0)
+    assert file_digests(floor)["unet/diffusion_pytorch_model.safetensors"] != digests[0][
+        "unet/diffusion_pytorch_model.safetensors"]  # fmt: skip
+    assert load_pipeline(str(floor), device="cpu").unet.config.sample_size == 16

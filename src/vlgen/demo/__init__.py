@@ -52,30 +52,25 @@ class DemoConfig:
     num_beams: int = 3
     # text -> image
     n_style: int = 24
-    vae_steps: int = 1000  # `vlgen tiny sdxl --fit-vae`: the tiny SDXL's VAE fitted on the captioning set
-    # Both LoRAs adapt attention + convolutions (`lora_layers`): the random tiny UNet's full-resolution level has
-    # no attention, so with attention-only LoRAs (the old demo) the training loss stayed ~1.0 and the style LoRA
-    # moved Gram by -18 % at best. Measured with conv layers (Gram to the style set, lower = closer): the old
-    # settings (style 400 steps at 2e-2) diverge (loss 1.03, Gram +57 %); with the 1000-step colour-augmented VAE,
-    # shapes 200 steps at 1e-2 and style 300 steps at 2e-3 -> base 5.07e-7, LoRA 2.40e-7 (-53 %); at 5e-3 (below)
-    # -> 2.10e-7 (-59 %); both LoRAs end at loss ~0.11.
-    shapes_steps: int = 200  # LoRA steps that teach the random tiny SDXL the shape captions (then fused)
-    shapes_rank: int = 16
-    shapes_learning_rate: float = 1e-2
+    # The base: "" = the committed vlgen/demo/base (vlgen.demo.base_model, `vlgen demo --train-base OUT`),
+    # trained beforehand on this demo's captioning set (seed 0, train split). Any SDXL pipeline directory works.
+    base: str = ""
     style_steps: int = 300
     style_rank: int = 16
     style_learning_rate: float = 5e-3
-    # `vlgen train lora --lora-layers` for both LoRAs: attention + ResNet and in/out convolutions (LoCon)
+    # `vlgen train lora --lora-layers`: attention + ResNet and in/out convolutions (LoCon); the base's 16x16
+    # level has no attention, so attention-only LoRAs cannot restyle the full-resolution path.
     lora_layers: str = "to_k,to_q,to_v,to_out.0,proj_in,proj_out,conv1,conv2,conv_shortcut,conv_in,conv_out"
-    n_prompts: int = 8
+    n_prompts: int = 32  # test-split captions generated with base, base + LoRA and the untrained base
     num_inference_steps: int = 20
+    guidance_scale: float = 5.0
+    n_grid: int = 12  # rows of the report's untrained | base | base + LoRA grid
 
     def __post_init__(self) -> None:
         if self.quick:
             self.n_images, self.epochs = min(self.n_images, 300), min(self.epochs, 4)
-            self.shapes_steps, self.style_steps = min(self.shapes_steps, 20), min(self.style_steps, 40)
-            self.vae_steps = min(self.vae_steps, 150)  # 300 steps took 30 s of a 115 s quick run
-            self.n_prompts, self.num_inference_steps = min(self.n_prompts, 4), min(self.num_inference_steps, 10)
+            self.style_steps = min(self.style_steps, 40)
+            self.n_prompts, self.num_inference_steps = min(self.n_prompts, 8), min(self.num_inference_steps, 10)
 
 
 @dataclass
@@ -87,6 +82,8 @@ class DemoResult:
     timings: dict[str, float] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # image metrics: {"base": ..., "lora": ...}
+    # {"floor"|"base"|"lora"|"ceiling": {"shape_colour_accuracy": ..., "n": ...}} (vlgen.demo.scoring)
+    roundtrip: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _run(args: list[str], commands: list[str]) -> None:
@@ -152,9 +149,11 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     t2i = run_t2i(out, cfg, data, run / "best", _run, timings, commands)
     report = write_demo_report(out, cfg, scores, timings, commands, run, t2i)
     images = {k: {m: v.get(m) for m in ("Gram", "CLIP-T", "CLIP-I", "DINO")} for k, v in t2i["scores"].items()}
+    roundtrip = {k: {m: v for m, v in r.items() if m != "examples"} for k, r in t2i["roundtrip"].items()}
     summary = {"config": asdict(cfg), "timings": timings, "metrics": scores, "image_metrics": images}
+    summary["roundtrip"] = roundtrip
     write_json(out / "demo_summary.json", summary)
-    return DemoResult(out, report, scores["untrained"], scores["trained"], timings, commands, images)
+    return DemoResult(out, report, scores["untrained"], scores["trained"], timings, commands, images, roundtrip)
 
 
 def write_demo_report(

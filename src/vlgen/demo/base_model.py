@@ -67,7 +67,7 @@ class DemoBaseConfig:
     out: str = ""
     seed: int = 0
     vae_steps: int = 2000
-    steps: int = 2500
+    steps: int = 2000
     batch_size: int = 32
     learning_rate: float = 1e-3
     lr_warmup_steps: int = 100
@@ -75,11 +75,18 @@ class DemoBaseConfig:
     max_grad_norm: float = 1.0
     snr_gamma: float = 5.0
     ema_decay: float = 0.999
+    # Per-channel offset noise (Guttenberg 2023): the spatial mean of 16x16 noisy latents still carries the
+    # picture's colours at high t, so without it the UNet learns to read colour from the noise instead of the
+    # prompt, and sampling from pure noise mixes colours.
+    noise_offset: float = 0.0
     caption_dropout: float = 0.1  # share of captions replaced by the zero (unconditional) embedding
     prefix_probability: float = 0.5
     prompt_variants: int = 4  # prompts encoded per image (plain or behind a prefix), one drawn per step
     threads: int = 2
     snapshot_every: int = 0  # > 0: also write the EMA pipeline every N steps to OUT-stepN (to inspect a long run)
+    # A base written by an earlier run: train on from its (EMA) UNet and keep its fitted VAE (no VAE fit); its
+    # train_base.json is kept under "previous". How the committed base got more steps than one sitting allowed.
+    init_from: str = ""
 
 
 def demo_unet() -> UNet2DConditionModel:
@@ -191,9 +198,22 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
         raise DataError(f"steps and batch_size must be at least 1, got {cfg.steps} and {cfg.batch_size}")
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    pipe = demo_base_pipeline(cfg.seed)
-    log(f"fitting the VAE on {data} (train split, {cfg.vae_steps} steps)")
-    vae_fit = fit_tiny_sdxl_vae(pipe.vae, data, steps=cfg.vae_steps, seed=component_seed(cfg.seed, 1))
+    previous = None
+    if cfg.init_from:
+        from diffusers import StableDiffusionXLPipeline
+
+        init = Path(cfg.init_from)
+        if not (init / TRAIN_INFO).is_file():
+            raise DataError(f"no {TRAIN_INFO}: init_from expects a base written by --train-base", path=str(init))
+        pipe = StableDiffusionXLPipeline.from_pretrained(init)  # fp32 (the fp16 UNet is upcast)
+        pipe.set_progress_bar_config(disable=True)
+        previous = json.loads((init / TRAIN_INFO).read_text())
+        vae_fit = {**previous["vae_fit"], "from": str(init)}
+        log(f"continuing from {init} (its VAE kept)")
+    else:
+        pipe = demo_base_pipeline(cfg.seed)
+        log(f"fitting the VAE on {data} (train split, {cfg.vae_steps} steps)")
+        vae_fit = fit_tiny_sdxl_vae(pipe.vae, data, steps=cfg.vae_steps, seed=component_seed(cfg.seed, 1))
     t_vae = time.perf_counter() - t0
     log(f"VAE: reconstruction MSE {vae_fit['reconstruction_mse_after']:.4f}, scaling {vae_fit['scaling_factor']:.4g}")
 
@@ -225,7 +245,8 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay, foreach=True)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.lr_warmup_steps, cfg.steps))
-    g = torch.Generator().manual_seed(component_seed(cfg.seed, 4))
+    # A continuation draws other batches than the run it continues (index 5, not 4).
+    g = torch.Generator().manual_seed(component_seed(cfg.seed, 5 if cfg.init_from else 4))
     time_ids = torch.tensor([[RESOLUTION, RESOLUTION, 0, 0, RESOLUTION, RESOLUTION]], dtype=torch.float32)
     b, history, running = cfg.batch_size, [], []
     t_loop = time.perf_counter()
@@ -234,6 +255,8 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
         variant = torch.randint(0, k, (b,), generator=g)
         x0 = latents[idx]  # (b, 4, 16, 16)
         noise = torch.randn(x0.shape, generator=g)
+        if cfg.noise_offset:
+            noise = noise + cfg.noise_offset * torch.randn((b, x0.shape[1], 1, 1), generator=g)  # (b, 4, 1, 1)
         t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=g)
         keep = (torch.rand(b, generator=g) >= cfg.caption_dropout).float()  # (b,) 0 = unconditional
         e = prompt_embeds[idx * k + variant] * keep[:, None, None]
@@ -276,6 +299,8 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
         "seconds": {"vae": round(t_vae, 1), "unet": round(t_unet, 1), "total": round(time.perf_counter() - t0, 1)},
         "retrain": f"vlgen demo --train-base OUT --seed {cfg.seed} (see vlgen.demo.base_model)",
     }
+    if previous is not None:
+        summary["previous"] = previous
     save_demo_base(pipe, out, summary)
     return summary
 
