@@ -10,6 +10,14 @@ seed). So the server and `vlgen generate` give the same image for the same promp
 Each request's `lora_scale` (None: 1.0) is set on the adapter with `set_lora_scale`, under the same lock
 as the pipeline call, so requests with different scales never see each other's setting (0.0 = the base
 model).
+
+Cancelling (the request timed out, or its client left): `generate(..., should_stop=)` is polled before every
+ResNet and transformer block of the UNet and the VAE (forward pre-hooks, installed once) and at the end of
+every denoising step (`callback_on_step_end`); the first poll that says stop raises `GenerationCancelled`
+out of the pipeline, so the worker is free within one block (milliseconds on a GPU), not after the step in
+progress (SDXL at 1024 px on a CPU: tens of seconds per step) and the VAE decode. We raise rather than set
+the pipeline's interrupt flag: diffusers' `interrupt` skips the remaining steps but still decodes the
+unfinished latents with the VAE, which is work nobody will see.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ DEFAULT_T2I_BASE = DEFAULT_MODELS["sdxl"]
 
 
 class GenerationCancelled(Exception):
-    """Raised inside the denoising loop when the caller gave up (timeout); frees the worker early."""
+    """Raised inside the pipeline when the caller gave up (timeout, client gone); frees the worker early."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,26 @@ class TextToImage:
         self.default_size = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
         self._lock = threading.Lock()  # one pipeline call at a time: schedulers and the LoRA scale are state
         self._lora_scale = 1.0 if lora is not None else None  # what the adapter is set to now
+        self._should_stop: Callable[[], bool] | None = None  # the running call's, polled by the block hooks
+        self.cancel_points = self._install_cancel_hooks()
+
+    def _install_cancel_hooks(self) -> int:
+        """A forward pre-hook on every ResNet/transformer block of the UNet and VAE; returns how many."""
+        from diffusers.models.attention import BasicTransformerBlock
+        from diffusers.models.resnet import ResnetBlock2D
+
+        def check(module, args) -> None:
+            should_stop = self._should_stop
+            if should_stop is not None and should_stop():
+                raise GenerationCancelled(f"cancelled before a {type(module).__name__}")
+
+        count = 0
+        for component in (self.pipe.unet, self.pipe.vae):
+            for module in component.modules():
+                if isinstance(module, (ResnetBlock2D, BasicTransformerBlock)):
+                    module.register_forward_pre_hook(check)
+                    count += 1
+        return count
 
     @classmethod
     def load(
@@ -74,21 +102,27 @@ class TextToImage:
             return callback_kwargs
 
         with self._lock:
+            if should_stop():  # gave up while waiting for the lock
+                raise GenerationCancelled("cancelled before it started")
             if self.lora is not None:
                 scale = 1.0 if opts.lora_scale is None else opts.lora_scale
                 if scale != self._lora_scale:
                     self._lora_scale = None  # unknown until set_lora_scale returns
                     set_lora_scale(self.pipe, scale)
                     self._lora_scale = scale
-            with torch.inference_mode():
-                return generate_image(
-                    self.pipe,
-                    opts.prompt,
-                    seed=opts.seed,
-                    negative_prompt=opts.negative_prompt,
-                    num_inference_steps=opts.num_inference_steps,
-                    guidance_scale=opts.guidance_scale,
-                    width=opts.width,
-                    height=opts.height,
-                    callback_on_step_end=on_step_end,
-                )
+            self._should_stop = should_stop
+            try:
+                with torch.inference_mode():
+                    return generate_image(
+                        self.pipe,
+                        opts.prompt,
+                        seed=opts.seed,
+                        negative_prompt=opts.negative_prompt,
+                        num_inference_steps=opts.num_inference_steps,
+                        guidance_scale=opts.guidance_scale,
+                        width=opts.width,
+                        height=opts.height,
+                        callback_on_step_end=on_step_end,
+                    )
+            finally:
+                self._should_stop = None
