@@ -264,3 +264,73 @@ def test_missing_default_model_is_null_with_a_reason(images_dir, tmp_path, tiny_
     for key in ("CLIP-I", "DINO"):
         assert metrics["captioners"][str(tiny_cnn_lstm_dir)][key] is None
         assert "--clip-model" in unavailable[key] or "--dino-model" in unavailable[key]
+
+
+def test_python_api_returns_the_rows_the_demo_scores(first, tiny_sdxl_dir, tiny_cnn_lstm_dir, tiny_blip_dir):
+    """`roundtrip_prompts` with the config the CLI built: resumes the CLI's run (nothing redone) and returns
+    the metadata rows (prompt + captions by captioner) and the metrics object."""
+    from vlgen.roundtrip import RoundtripConfig, roundtrip_prompts
+
+    _, out, printed = first
+    clip = printed["settings"]["metrics"]["CLIP-T"]["model"]
+    cfg = RoundtripConfig(captioners=[str(tiny_cnn_lstm_dir), str(tiny_blip_dir)], generation_batch_size=2,
+                          num_beams=2, max_new_tokens=8, clip_model=clip)  # fmt: skip
+    cfg.generation.base, cfg.generation.num_inference_steps = str(tiny_sdxl_dir), 2
+    res = roundtrip_prompts(PROMPTS, out, cfg)
+    assert (res.generated, res.captioned) == (0, 0)
+    assert res.rows == _metadata(out)
+    assert res.metrics["captioners"] == printed["captioners"]
+    assert [(r["prompt"], list(r["captions"])) for r in res.rows] == [(p, cfg.captioners) for p in PROMPTS]
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(
+    tmp_path, prompts_file, tiny_sdxl_dir, tiny_cnn_lstm_dir, tiny_clip_dir, capsys, monkeypatch
+):
+    """A real kill (SIGKILL of a `vlgen roundtrip prompts` process once 2 images are journaled), then a rerun:
+    only the rest is generated, and every output equals an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from vlgen.t2i import generate as t2i
+
+    def argv(out):
+        a = _prompts_argv(prompts_file, out, tiny_sdxl_dir, [tiny_cnn_lstm_dir], tiny_clip_dir)
+        return [x if x != "2" or a[i - 1] != "--batch-size" else "1" for i, x in enumerate(a)]  # one image a batch
+
+    killed = tmp_path / "killed"
+    journal = killed / "journal" / "generated.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLGEN_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vlgen", *argv(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if journal.is_file() and journal.read_bytes().count(b"\n") >= 2:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done = [json.loads(line)["file_name"] for line in journal.read_text().splitlines() if line.endswith("}")]
+    assert 2 <= len(done) < len(PROMPTS) and not (killed / "metadata.jsonl").exists()
+    kept = {n: (killed / n).stat().st_mtime_ns for n in done}
+
+    real, calls = t2i.generate_images, []
+    monkeypatch.setattr(
+        t2i, "generate_images", lambda pipe, prompts, **kw: calls.append(prompts) or real(pipe, prompts, **kw)
+    )
+    rc, stdout, err = _run(argv(killed), capsys)
+    assert rc == 0, err
+    assert len(calls) == len(PROMPTS) - len(done)
+    assert {n: (killed / n).stat().st_mtime_ns for n in kept} == kept
+
+    monkeypatch.setattr(t2i, "generate_images", real)
+    rc, stdout_ref, err = _run(argv(tmp_path / "uninterrupted"), capsys)
+    assert rc == 0, err
+    assert json.loads(stdout) == json.loads(stdout_ref)
+    assert _metadata(killed) == _metadata(tmp_path / "uninterrupted")
+    for p in (tmp_path / "uninterrupted").glob("*.png"):
+        assert (killed / p.name).read_bytes() == p.read_bytes(), p.name

@@ -34,7 +34,15 @@ PAIRED_IMAGE_KEYS = ("CLIP-I", "DINO", "Gram")  # images direction: a regenerati
 
 @dataclass
 class RoundtripConfig:
-    """Options of `vlgen roundtrip prompts|images`; `generation` holds `vlgen generate`'s own settings."""
+    """Options of `vlgen roundtrip prompts|images`; `generation` holds `vlgen generate`'s own settings.
+
+    Example::
+
+        import vlgen
+
+        cfg = vlgen.RoundtripConfig(captioners=["blip", "runs/cnn/best"], num_beams=3)
+        cfg.generation.num_inference_steps = 20  # a GenerateSettings
+    """
 
     captioners: list[str] = field(default_factory=list)  # family name, hub id or directory, as given
     generation: GenerateSettings = field(default_factory=GenerateSettings)

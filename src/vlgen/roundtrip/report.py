@@ -18,10 +18,16 @@ def _scores_table(metrics: dict[str, Any]) -> html.Raw:
     keys = list(next(iter(metrics["captioners"].values())))
     unavailable = metrics["settings"].get("unavailable", {})
     rows = [
-        [k, *(html.fmt(metrics["captioners"][n][k]) for n in names), unavailable.get(k, "")]
+        [k, *(_fmt(k, metrics["captioners"][n][k]) for n in names), "lower" if k == "Gram" else "higher",
+         unavailable.get(k, "")]
         for k in keys
     ]  # fmt: skip
-    return html.table(["metric", *names, "note"], rows, numeric=range(1, len(names) + 1))
+    return html.table(["metric", *names, "better", "note"], rows, numeric=range(1, len(names) + 1))
+
+
+def _fmt(key: str, value: float | None) -> str:
+    # Gram distances of normalised Gram matrices are ~1e-4..1e-7: fixed decimals would show 0.0000.
+    return f"{value:.4g}" if key == "Gram" and value is not None else html.fmt(value)
 
 
 def _per_item_note(scores: dict[str, float]) -> str:

@@ -15,6 +15,7 @@ Each model is loaded once: the pipeline for all generations, then each captioner
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import io
 import json
@@ -259,11 +260,21 @@ def roundtrip_prompts(
     prompts: Sequence[str] | os.PathLike, out: str | os.PathLike, config: RoundtripConfig
 ) -> RoundtripResult:
     """Generate each prompt (seed `seed + i`), caption every image with every captioner, score the recovered
-    captions against the prompts (and, CLIP-T, each image against its prompt). See the module docstring."""
+    captions against the prompts (and, CLIP-T, each image against its prompt). See the module docstring.
+
+    Example::
+
+        import vlgen
+
+        cfg = vlgen.RoundtripConfig(captioners=["blip", "runs/cnn/best"])
+        cfg.generation.num_inference_steps = 20
+        res = vlgen.roundtrip_prompts(["a red circle above a blue square", "two green triangles"], "rt/", cfg)
+        print(res.metrics["captioners"]["blip"]["BLEU-4"], res.rows[0]["captions"]["runs/cnn/best"])
+    """
     from vlgen.roundtrip.inputs import read_prompts_file
     from vlgen.roundtrip.scores import prompt_scores
 
-    cfg = config
+    cfg = dataclasses.replace(config)  # the caller's config is left as it was (source is filled in here)
     if isinstance(prompts, os.PathLike):
         cfg.source = cfg.source or str(prompts)
         prompts = read_prompts_file(prompts)
@@ -310,12 +321,21 @@ def roundtrip_prompts(
 def roundtrip_images(source: str | os.PathLike, out: str | os.PathLike, config: RoundtripConfig) -> RoundtripResult:
     """Caption each image of `source` with every captioner, regenerate it from each caption (template applied,
     seed `seed + i` for image i whatever the captioner), and score each regeneration against its own original
-    (CLIP-I, DINO, Gram; paired). See the module docstring."""
+    (CLIP-I, DINO, Gram; paired). See the module docstring.
+
+    Example::
+
+        import vlgen
+
+        cfg = vlgen.RoundtripConfig(captioners=["blip"], template="a 3D icon in the style of TOK, {caption}")
+        res = vlgen.roundtrip_images("data/3d_icons", "rt-images/", cfg)
+        print(res.metrics["captioners"]["blip"]["CLIP-I"], res.files["report"])
+    """
     from vlgen.captioning.batch import collect_inputs
     from vlgen.roundtrip.scores import paired_scores
     from vlgen.t2i.autocaption import apply_template
 
-    cfg = config
+    cfg = dataclasses.replace(config)  # the caller's config is left as it was (source is filled in here)
     cfg.source = cfg.source or str(source)
     check_config(cfg, "images")
     src = Path(source)
