@@ -146,14 +146,14 @@ def find_journals(out: Path) -> list[Path]:
     pattern = re.compile(re.escape(out.stem) + r"\.rank(\d+)-of-(\d+)\.jsonl")
     found = []
     if out.parent.is_dir():
-        for p in out.parent.glob(f"{glob_escape(out.stem)}.rank*-of-*.jsonl"):
+        for p in out.parent.glob(f"{_glob_escape(out.stem)}.rank*-of-*.jsonl"):
             m = pattern.fullmatch(p.name)
             if m and p.is_file():
                 found.append(((int(m.group(2)), int(m.group(1))), p))
     return [p for _, p in sorted(found)]
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     """`text` as a literal in a glob pattern (`glob.escape` also escapes drive letters, which we don't need)."""
     return re.sub(r"([*?[])", r"[\1]", text)
 
