@@ -14,11 +14,12 @@ import vlgen
 from vlgen.cli import app
 
 SRC = Path(vlgen.__file__).parent
-OPTION = re.compile(r"(?<![\w-])--[a-z0-9][a-z0-9-]*")
+OPTION = re.compile(r"(?<![\w-])--[a-z0-9][a-z0-9_-]*")  # _: other tools' options (torchrun's)
 # Options of other tools that a message may name, each with why. Keep it short and explicit.
 OTHER_TOOLS: dict[str, str] = {
     "--foo-bar": "vlgen.cli._options' docstring: the example of how a field name becomes an option",
     "--no-foo-bar": "vlgen.cli._options' docstring: the same example, negated",
+    "--nproc_per_node": "torchrun's, in vlgen.cli.caption's docstring (several captioning processes)",
 }
 
 
