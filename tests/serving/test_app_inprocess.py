@@ -96,3 +96,20 @@ def test_generate_not_enabled_is_501_with_how_to() -> None:
     r = asyncio.run(_serve(app, lambda c: c.post("/v1/generate", json={"prompt": "a cat"})))
     assert r.status_code == 501
     assert r.json()["error"]["type"] == "not_enabled" and "--t2i-base" in r.json()["error"]["message"]
+
+
+def test_generate_types_are_strict() -> None:
+    """`"num_inference_steps": true` and `"width": "512"` were accepted (as 1 and 512): now 422 naming the field
+    (validation runs before the 501 of a server without text-to-image)."""
+    app = create_app(ServeSettings(), captioner=FakeCaptioner())
+
+    async def go(client):
+        bad = [{"num_inference_steps": True}, {"width": "512"}, {"guidance_scale": "5"}, {"prompt": 7}]
+        out = [await client.post("/v1/generate", json={"prompt": "a cat", **b}) for b in bad]
+        return out, await client.post("/v1/generate", json={"prompt": "a cat", "guidance_scale": 5, "width": 512})
+
+    responses, fine = asyncio.run(_serve(app, go))
+    for r, field in zip(responses, ["num_inference_steps", "width", "guidance_scale", "prompt"], strict=True):
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["param"] == field and field in r.json()["error"]["message"]
+    assert fine.status_code == 501  # an int for a float field is still fine; then: not enabled

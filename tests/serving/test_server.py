@@ -167,6 +167,10 @@ GENERATE_CASES = {
     "width not /8": ({"json": {"prompt": "a", "width": 100}}, 422, "width"),
     "width too big": ({"json": {"prompt": "a", "width": 4096}}, 422, "width"),
     "negative seed": ({"json": {"prompt": "a", "seed": -5}}, 422, "seed"),
+    # strict JSON types: no silent true -> 1 or "512" -> 512
+    "steps true": ({"json": {"prompt": "a", "num_inference_steps": True}}, 422, "num_inference_steps"),
+    "width string": ({"json": {"prompt": "a", "width": "512"}}, 422, "width"),
+    "seed float": ({"json": {"prompt": "a", "seed": 1.5}}, 422, "seed"),
     "lora_scale 10": ({"json": {"prompt": "a", "lora_scale": 10}}, 422, "lora_scale"),
     "unknown field": ({"json": {"prompt": "a", "n": 4}}, 422, "n"),
     "bad response_format": ({"json": {"prompt": "a", "response_format": "jpeg"}}, 422, "response_format"),
