@@ -142,7 +142,18 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def resolve_config(cls: type[T], config_file: str | Path | None = None, overrides: dict | None = None) -> T:
-    """defaults -> yaml (if given) -> overrides whose value is not None."""
+    """defaults -> yaml (if given) -> overrides whose value is not None.
+
+    `config_file`: a shipped recipe's name (`vlgen.config.shipped_configs()`) or a yaml path, such as the
+    `config.yaml` a run saved beside its outputs. Unknown keys and values of the wrong type raise ConfigError.
+
+    Example::
+
+        import vlgen
+
+        cfg = vlgen.resolve_config(vlgen.CaptionTrainConfig, "blip-diffusiondb", {"data": "data/ddb", "out": "runs/b"})
+        print(cfg.model, cfg.learning_rate, cfg.epochs)
+    """
     data: dict[str, Any] = {}
     if config_file is not None:
         config_file = locate_config(config_file)

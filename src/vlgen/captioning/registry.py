@@ -2,12 +2,17 @@
 
 A reference is a family name (`cnn-lstm`, `blip`, `vit-gpt2`: the family's published checkpoint), a hub
 id, or a local directory; the family of a directory is read from its `config.json` (`model_type`).
+`caption(images, model=...)` and `caption_folder(inputs, out, model=...)` load one and use it in one call
+(the Python counterparts of `vlgen caption`; exported as `vlgen.caption` / `vlgen.caption_folder`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +23,11 @@ from vlgen.captioning.cnn_lstm import CnnLstmCaptioner
 from vlgen.captioning.vit_gpt2 import VitGpt2Captioner
 from vlgen.errors import ConfigError, ModelNotAvailableError
 from vlgen.hub import DEFAULT_MODELS, resolve_model
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from vlgen.captioning.batch import CaptionSummary
 
 CAPTIONERS: dict[str, type[Captioner]] = {
     "cnn-lstm": CnnLstmCaptioner,
@@ -53,7 +63,19 @@ def family_of(ref: str | Path) -> str:
 
 
 def load_captioner(ref: str | Path, device: str | torch.device = "cpu") -> Captioner:
-    """Load a pretrained/fine-tuned captioner: family name (its default checkpoint), hub id or directory."""
+    """Load a pretrained/fine-tuned captioner: family name (its default checkpoint), hub id or directory.
+
+    The captioner's `generate(images, num_beams=..., max_new_tokens=...)` captions RGB PIL images, one
+    string per image, in order.
+
+    Example::
+
+        from PIL import Image
+        import vlgen
+
+        captioner = vlgen.load_captioner("Salesforce/blip-image-captioning-base")  # or "blip", "runs/blip/best"
+        print(captioner.generate([Image.open("cat.jpg").convert("RGB")], num_beams=3, max_new_tokens=20))
+    """
     family = family_of(ref)
     cls = CAPTIONERS[family]
     return cls.load(None if str(ref) == family else ref, device=device)
@@ -69,3 +91,99 @@ def create_captioner(name: str, **kwargs) -> Captioner:
     if kwargs.keys() - {"device"}:
         raise ConfigError(f"unexpected options for {name}: {', '.join(sorted(kwargs.keys() - {'device'}))}")
     return load_captioner(name, device=kwargs.get("device", "cpu"))
+
+
+def _device(device: str | torch.device | None) -> str | torch.device:
+    """None: cuda when available, as `vlgen caption`."""
+    return device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def caption(
+    images: Sequence[Image.Image | str | os.PathLike],
+    model: str | os.PathLike | Captioner = "blip",
+    *,
+    num_beams: int = 1,
+    max_new_tokens: int = 30,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """One caption per image, in order: load `model` (family name, hub id or directory, as `vlgen caption
+    --model`; or an already loaded `Captioner`) and caption `images` in batches.
+
+    `images` are PIL images (any mode: converted to RGB as files are, alpha on white) or image paths (read with
+    `vlgen.data.load_image`, as `vlgen caption` reads them, so a path gets the caption the CLI gives it); one
+    image or path alone is a list of one.
+    `num_beams`, `max_new_tokens` and any other keyword go to the model's `generate`; `batch_size` images per
+    forward pass (default: 32 // num_beams, as `vlgen caption`); `device` None: cuda when available.
+
+    Example::
+
+        from PIL import Image
+        import vlgen
+
+        captions = vlgen.caption([Image.open("cat.jpg"), "dog.png"], model="blip", num_beams=3)
+        print(captions)  # ['a cat sitting on a bed', 'a dog running on the grass']
+    """
+    from PIL import Image
+
+    from vlgen.captioning.batch import resolve_batch_size
+    from vlgen.data.images import load_image, to_rgb
+
+    if num_beams < 1 or max_new_tokens < 1:
+        raise ConfigError(f"num_beams and max_new_tokens must be at least 1, got {num_beams} and {max_new_tokens}")
+    size = resolve_batch_size(batch_size, num_beams)
+    images = [images] if isinstance(images, (str, os.PathLike, Image.Image)) else list(images)
+    captioner = model if isinstance(model, Captioner) else load_captioner(model, device=_device(device))
+    captions: list[str] = []
+    for start in range(0, len(images), size):
+        batch = [
+            to_rgb(im) if isinstance(im, Image.Image) else load_image(im, input_size=captioner.input_size)
+            for im in images[start : start + size]
+        ]  # decoded one batch at a time: a long list of paths never sits in memory at once
+        captions += captioner.generate(batch, num_beams=num_beams, max_new_tokens=max_new_tokens, **generate_kwargs)
+    return captions
+
+
+def caption_folder(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    model: str | os.PathLike | Captioner = "blip",
+    *,
+    split: str | None = None,
+    num_beams: int = 1,
+    max_new_tokens: int = 30,
+    batch_size: int | None = None,
+    on_error: str = "fail",
+    device: str | torch.device | None = None,
+) -> CaptionSummary:
+    """`vlgen caption` in one process: caption image folders, dataset folders (`split=` picks one split) and
+    image files into `out`, a JSONL file of `{"file_name", "caption"}` rows appended batch by batch.
+
+    Called again with the same `out`, images already there are skipped (a stopped run resumes). A bad image
+    raises `ImageLoadError` naming it, or with `on_error="skip"` is listed in `OUT.skipped.jsonl`. Returns
+    the `CaptionSummary` (`captioned`, `already_done`, `skipped`). `out` is checked before the model loads.
+
+    Example::
+
+        import json
+        import vlgen
+
+        summary = vlgen.caption_folder("photos/", "captions.jsonl", model="blip", num_beams=3)
+        print(summary.captioned, summary.already_done)
+        rows = [json.loads(line) for line in open("captions.jsonl")]  # {"file_name", "caption"}
+    """
+    from vlgen.captioning.batch import caption_images, collect_inputs, done_file_names
+    from vlgen.fileio import check_output_file
+
+    if on_error not in ("fail", "skip"):
+        raise ConfigError(f"on_error must be fail or skip, got {on_error!r}")
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    items = collect_inputs(paths, split=split)
+    out = check_output_file(out, "out")
+    done_file_names(out)  # a file that is not a caption file is refused before the model loads
+    captioner = model if isinstance(model, Captioner) else load_captioner(model, device=_device(device))
+    return caption_images(
+        captioner, items, out, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
+        on_error=on_error,
+    )  # fmt: skip

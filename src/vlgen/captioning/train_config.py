@@ -15,7 +15,17 @@ SCHEDULER_ALIASES = {"cosine-with-restarts": "cosine_restarts", "cosine_with_res
 
 @dataclass
 class CaptionTrainConfig:
-    """`vlgen train caption` options. Defaults suit the CNN-LSTM; shipped yaml recipes set the others."""
+    """`vlgen train caption` options. Defaults suit the CNN-LSTM; shipped yaml recipes set the others.
+
+    Every field is the CLI option of the same name (`learning_rate` <-> `--learning-rate`); train with
+    `train_captioner(cfg)`, load a recipe with `resolve_config(CaptionTrainConfig, "blip-diffusiondb", {...})`.
+
+    Example::
+
+        import vlgen
+
+        cfg = vlgen.CaptionTrainConfig(model="blip", data="data/ddb", out="runs/blip", epochs=3, learning_rate=1e-5)
+    """
 
     model: str = "cnn-lstm"  # family name (new CNN-LSTM / published checkpoint), hub id or directory
     data: str = ""

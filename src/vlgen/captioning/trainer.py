@@ -515,7 +515,24 @@ class CaptionTrainer:
 
 
 def train_captioner(cfg: CaptionTrainConfig) -> dict[str, Any]:
-    """Library entry point behind `vlgen train caption`."""
+    """Library entry point behind `vlgen train caption`: train or fine-tune the captioner `cfg` describes.
+
+    Writes `cfg.out` as the command does (`best/`, `last/` - load either with `load_captioner` -, `history.csv`,
+    `curves.png`, `validation_predictions.jsonl`, `config.yaml`, `train_summary.json`) and returns the summary
+    (`steps`, `epochs`, `best_step`, `best_score`, `final_train_loss`, ...; empty on processes other than 0).
+
+    Example::
+
+        import vlgen
+
+        cfg = vlgen.CaptionTrainConfig(
+            model="Salesforce/blip-image-captioning-base", data="data/ddb", out="runs/blip",
+            epochs=3, learning_rate=1e-5, train_batch_size=8, max_length=40,
+        )
+        summary = vlgen.train_captioner(cfg)
+        print(summary["steps"], summary["best_score"])
+        captioner = vlgen.load_captioner("runs/blip/best")
+    """
     return CaptionTrainer(cfg).train()
 
 

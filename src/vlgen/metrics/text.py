@@ -133,7 +133,23 @@ def compute_caption_metrics(
     batch_size: int = 64,
     progress: bool = False,
 ) -> CaptionScores:
-    """Score `predictions[i]` against `references[i]` (one or more strings each). See the module docstring."""
+    """Score `predictions[i]` against `references[i]` (one or more strings each). See the module docstring.
+
+    `metrics`: groups, comma-separated or a list (`coco`, `spice`, `sacrebleu`, `rouge`, `bertscore`,
+    `combined`, `prompt_similarity`); None: all. Every key of `METRIC_KEYS` is in `corpus` (None when not
+    computed, the reason in `settings`). `coco` and `spice` run Java (pycocoevalcap).
+
+    Example::
+
+        import vlgen
+
+        scores = vlgen.compute_caption_metrics(
+            ["a cat sitting on a bed", "a dog running on the grass"],
+            [["a cat lying on a bed", "a grey cat on a blanket"], ["a dog runs across the lawn"]],
+            metrics="coco,bertscore,prompt_similarity",
+        )
+        print(scores.corpus["BLEU-4"], scores.corpus["CIDEr"], scores.per_item[0]["BERTScore"])
+    """
     check_caption_inputs(predictions, references)
     groups = parse_metrics(metrics)
     if len(combined_weights) != 2 or any(w < 0 for w in combined_weights):

@@ -12,6 +12,7 @@ numbers on every device, and one image can be regenerated alone from its row.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,15 @@ METADATA_NAME = "metadata.jsonl"
 
 @dataclass
 class GenerateSettings:
+    """`vlgen generate` options, for `generate(prompts, out, settings)` (and `RoundtripConfig.generation`).
+
+    Example::
+
+        import vlgen
+
+        settings = vlgen.GenerateSettings(lora="runs/3dicon", num_inference_steps=25, guidance_scale=5.0, seed=0)
+    """
+
     base: str = DEFAULT_MODELS["sdxl"]
     vae: str | None = None  # None: the base's own VAE
     lora: str | None = None  # a training output directory or a .safetensors file (diffusers or kohya keys)
@@ -78,7 +88,19 @@ def lora_file(ref: str | Path) -> tuple[Path, str]:
 
 
 def load_pipeline(base: str, vae: str | None = None, device: str | None = None):
-    """StableDiffusionXLPipeline from a hub id or directory; fp16 on CUDA, fp32 on CPU."""
+    """StableDiffusionXLPipeline from a hub id or directory; fp16 on CUDA, fp32 on CPU.
+
+    `vae` None: the base's own VAE; `device` None: cuda when available. The pipeline is diffusers' own: call it
+    with diffusers' arguments (`num_inference_steps`, `guidance_scale`, `generator`, ...).
+
+    Example::
+
+        import torch
+        import vlgen
+
+        pipe = vlgen.load_pipeline("stabilityai/stable-diffusion-xl-base-1.0", vae="madebyollin/sdxl-vae-fp16-fix")
+        image = pipe("a red circle", num_inference_steps=20, generator=torch.Generator().manual_seed(0)).images[0]
+    """
     import torch
     from diffusers import StableDiffusionXLPipeline
 
@@ -207,7 +229,19 @@ def _run(pipe, prompts: list[str], s: GenerateSettings, out_dir: Path, model: st
 
 
 def generate(prompts: list[str], out: str | Path, settings: GenerateSettings, compare: bool = False) -> dict:
-    """Library entry point behind `vlgen generate`; returns {"images": n, "dirs": [...], "grid": path|None}."""
+    """Library entry point behind `vlgen generate`; returns {"images": n, "dirs": [...], "grid": path|None}.
+
+    Writes `out` as `vlgen generate --out` does (PNGs + metadata.jsonl, an imagefolder that `vlgen evaluate
+    images` reads); with `compare=True` (needs `settings.lora`) `out/base`, `out/lora` and `out/compare.png`.
+
+    Example::
+
+        import vlgen
+
+        settings = vlgen.GenerateSettings(base="stabilityai/stable-diffusion-xl-base-1.0", num_inference_steps=20)
+        result = vlgen.generate(["a red circle", "a blue square"], "gen/", settings)
+        print(result["images"], result["dirs"])  # 2 ['gen']
+    """
     check_settings(settings)
     if compare and settings.lora is None:
         raise ConfigError("--compare needs --lora (it compares the base model with and without it)")
@@ -242,3 +276,61 @@ def generate(prompts: list[str], out: str | Path, settings: GenerateSettings, co
         "dirs": [str(out / "base"), str(out / "lora")],
         "grid": str(out / "compare.png"),
     }
+
+
+def text_to_image(
+    prompts: str | Sequence[str],
+    *,
+    base: str = GenerateSettings.base,
+    vae: str | None = GenerateSettings.vae,
+    lora: str | Path | None = GenerateSettings.lora,
+    lora_scale: float = GenerateSettings.lora_scale,
+    seed: int = GenerateSettings.seed,
+    negative_prompt: str | None = GenerateSettings.negative_prompt,
+    num_inference_steps: int = GenerateSettings.num_inference_steps,
+    guidance_scale: float = GenerateSettings.guidance_scale,
+    width: int | None = GenerateSettings.width,
+    height: int | None = GenerateSettings.height,
+    device: str | None = GenerateSettings.device,
+) -> list:
+    """One PIL image per prompt, in memory: `vlgen generate` without the files (same defaults, GenerateSettings').
+
+    Image i uses seed `seed + i` on a CPU generator, so it is the image `vlgen generate` writes for prompt i
+    with the same settings. `base`/`vae`: hub ids or directories (`vae` None: the base's own VAE); `lora`: a
+    `train_lora` output directory or a .safetensors file (diffusers or kohya keys), at strength `lora_scale`;
+    `width`/`height` None: the UNet's native size. Loads the pipeline on every call: to reuse one, call
+    `pipe = load_pipeline(base, vae)` (and `apply_lora(pipe, lora, scale)`) once and `pipe(prompt, ...)` as
+    diffusers documents it.
+
+    Example::
+
+        import vlgen
+
+        images = vlgen.text_to_image(
+            ["a 3D icon of a rocket in the style of TOK", "a 3D icon of a cat in the style of TOK"],
+            base="stabilityai/stable-diffusion-xl-base-1.0", vae="madebyollin/sdxl-vae-fp16-fix",
+            lora="runs/3dicon", num_inference_steps=25, guidance_scale=5.0, seed=0,
+        )
+        images[0].save("rocket.png")
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ConfigError("prompts must be a non-empty list of non-empty strings")
+    settings = GenerateSettings(
+        base=base, vae=vae, lora=None if lora is None else str(lora), lora_scale=lora_scale, seed=seed,
+        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, width=width, height=height,
+        device=device, negative_prompt=negative_prompt,
+    )  # fmt: skip
+    check_settings(settings)  # before the pipeline loads
+    pipe = load_pipeline(settings.base, settings.vae, settings.device)
+    if settings.lora is not None:
+        apply_lora(pipe, settings.lora, settings.lora_scale)
+    images = []
+    for i, prompt in enumerate(prompts):
+        image = generate_image(
+            pipe, prompt, seed=settings.seed + i, negative_prompt=settings.negative_prompt,
+            num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+            width=settings.width, height=settings.height,
+        )  # fmt: skip
+        images.append(image)
+    return images

@@ -40,7 +40,20 @@ KOHYA_UNET_LAYERS = (
 
 @dataclass
 class LoraTrainConfig:
-    """`vlgen train lora` options. Defaults follow diffusers' script unless a comment says why not."""
+    """`vlgen train lora` options. Defaults follow diffusers' script unless a comment says why not.
+
+    Every field is the CLI option of the same name (`instance_prompt` <-> `--instance-prompt`); train with
+    `train_lora(cfg)`.
+
+    Example::
+
+        import vlgen
+
+        cfg = vlgen.LoraTrainConfig(
+            instance_data_dir="data/3d_icons", output_dir="runs/3dicon",
+            instance_prompt="a 3D icon in the style of TOK", rank=8, max_train_steps=500,
+        )
+    """
 
     pretrained_model_name_or_path: str = DEFAULT_MODELS["sdxl"]
     # None, "none" or "" -> the base model's own VAE, as diffusers' script and `vlgen generate` (SDXL base's

@@ -505,5 +505,24 @@ class LoraTrainer:
 
 
 def train_lora(cfg: LoraTrainConfig) -> dict[str, Any]:
-    """Library entry point behind `vlgen train lora`."""
+    """Library entry point behind `vlgen train lora`: DreamBooth-LoRA fine-tuning of SDXL as `cfg` describes.
+
+    Writes `cfg.output_dir` as the command does (`pytorch_lora_weights.safetensors` - diffusers keys, for
+    `text_to_image(lora=...)` or `pipeline.load_lora_weights` -, a model card, validation images,
+    `config.yaml`, `history.csv`, `curves.png`) and returns the run's summary (empty on processes other than 0).
+
+    Example::
+
+        import vlgen
+
+        cfg = vlgen.LoraTrainConfig(
+            pretrained_model_name_or_path="stabilityai/stable-diffusion-xl-base-1.0",
+            pretrained_vae_model_name_or_path="madebyollin/sdxl-vae-fp16-fix",
+            instance_data_dir="data/3d_icons", output_dir="runs/3dicon",
+            instance_prompt="a 3D icon in the style of TOK", caption_column="text",
+            resolution=1024, train_batch_size=1, max_train_steps=500, rank=4, learning_rate=1e-4,
+        )
+        summary = vlgen.train_lora(cfg)
+        images = vlgen.text_to_image(["a 3D icon of a rocket in the style of TOK"], lora="runs/3dicon")
+    """
     return LoraTrainer(cfg).train()

@@ -158,6 +158,18 @@ def compute_image_metrics(
     with a reason in `settings["unavailable"]`). Models: None = the default (`vlgen.hub.DEFAULT_MODELS`,
     torchvision's VGG19, torch-fidelity's Inception), which may be unavailable offline; a value given
     here must load or an error is raised.
+
+    Example::
+
+        from pathlib import Path
+        from PIL import Image
+        import vlgen
+
+        generated = [Image.open(p) for p in sorted(Path("gen").glob("*.png"))]
+        references = [Image.open(p) for p in sorted(Path("data/3d_icons").rglob("*.png"))]
+        prompts = ["a red circle", "a blue square"]  # prompts[i] belongs to generated[i]
+        scores = vlgen.compute_image_metrics(generated, prompts, references, metrics="CLIP-T,CLIP-I,DINO")
+        print(scores.corpus["CLIP-T"], scores.per_image[0]["DINO"], scores.settings["unavailable"])
     """
     from vlgen.hub import DEFAULT_MODELS
 
