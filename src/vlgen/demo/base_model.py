@@ -66,7 +66,7 @@ class DemoBaseConfig:
     data: str = ""  # the captioning set (metadata.jsonl with splits); the UNet and VAE see its train split
     out: str = ""
     seed: int = 0
-    vae_steps: int = 2000
+    vae_steps: int = 1500
     steps: int = 2000
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -328,9 +328,12 @@ def save_demo_base(pipe: StableDiffusionXLPipeline, out: Path, summary: dict[str
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        pipe.unet.to(torch.float16)
+        from safetensors.torch import save_file
+
         pipe.save_pretrained(tmp)
-        pipe.unet.to(torch.float32)
+        # The UNet's weights again in fp16 (same keys): a state-dict cast, so the live fp32 model is untouched.
+        fp16 = {k: v.to(torch.float16).contiguous() for k, v in pipe.unet.state_dict().items()}
+        save_file(fp16, tmp / "unet" / "diffusion_pytorch_model.safetensors", metadata={"format": "pt"})
         (tmp / TRAIN_INFO).write_text(json.dumps(summary, indent=2) + "\n")
         os.chmod(tmp, 0o755)
         if out.exists():

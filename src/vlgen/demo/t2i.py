@@ -185,6 +185,21 @@ def _base_info(base: Path) -> str:
     )
 
 
+def _roundtrip_verdict(rt: dict[str, Any]) -> str:
+    """One measured sentence: where the base stands between floor and ceiling, and what the LoRA costs."""
+    acc = {k: rt.get(k, {}).get("shape_colour_accuracy") for k in ("floor", "base", "lora", "ceiling")}
+    if any(v is None for v in acc.values()):
+        return ""
+    span = acc["ceiling"] - acc["floor"]
+    share = (acc["base"] - acc["floor"]) / span if span > 0 else 0.0
+    return (
+        f"Measured here: the base recovers {acc['base']:.3f} against a floor of {acc['floor']:.3f} and a ceiling "
+        f"of {acc['ceiling']:.3f} ({share:.0%} of the way from floor to ceiling"
+        + ("; no better than chance: the base does not yet draw what it is asked" if share <= 0.1 else "")
+        + f"); the LoRA changes it by {acc['lora'] - acc['base']:+.3f}."
+    )
+
+
 def t2i_sections(out: Path, t2i: dict[str, Any]) -> list[Any]:
     """The report's "Text -> image" sections: grid, metric table, style set thumbnails."""
     from PIL import Image
@@ -253,7 +268,7 @@ def t2i_sections(out: Path, t2i: dict[str, Any]) -> list[Any]:
             "the prompt's colour and shape words that its caption names, averaged over the generations "
             "(vlgen.demo.scoring: which colour goes with which shape is not scored; plurals count as singular). "
             "The floor is what the captioner reads into an untrained UNet's pictures, the ceiling what it "
-            "recovers from the real test images.",
+            f"recovers from the real test images. {_roundtrip_verdict(rt)}",
         ),
         html.section("Where the base comes from", html.Raw(info)),
         html.section(
