@@ -334,3 +334,23 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(
     assert _metadata(killed) == _metadata(tmp_path / "uninterrupted")
     for p in (tmp_path / "uninterrupted").glob("*.png"):
         assert (killed / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def test_a_model_changed_in_place_is_not_resumed(tmp_path):
+    """Same command, but the base's weights were rewritten at the same path: the journal is not reused."""
+    from vlgen.errors import ConfigError
+    from vlgen.roundtrip import RoundtripConfig
+    from vlgen.roundtrip.run import _fingerprint, open_journal
+
+    base = tmp_path / "base"
+    (base / "unet").mkdir(parents=True)
+    weights = base / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"1")
+    cfg = RoundtripConfig(captioners=["cnn-lstm"])
+    cfg.generation.base = str(base)
+    out = tmp_path / "out"
+    open_journal(out, _fingerprint("prompts", PROMPTS, cfg))
+    open_journal(out, _fingerprint("prompts", PROMPTS, cfg))  # unchanged: resumes
+    weights.write_bytes(b"22")
+    with pytest.raises(ConfigError, match=f"the files of {base} changed"):
+        open_journal(out, _fingerprint("prompts", PROMPTS, cfg))

@@ -109,6 +109,8 @@ def open_journal(out: Path, fingerprint: dict[str, Any]) -> Path:
             raise ConfigError(f"{run_file}: not a round-trip journal; delete {out} to start afresh") from None
         if old != fingerprint:
             what = _first_difference(old, fingerprint)
+            if what.startswith("model files."):  # same path, other weights: say so plainly
+                what = f"the files of {what[len('model files.') :].split(': ')[0]} changed since it was made"
             raise ConfigError(
                 f"--out {out} holds a round trip with other inputs or settings ({what}); "
                 f"choose another --out, or delete {out} to start afresh"
@@ -120,12 +122,33 @@ def open_journal(out: Path, fingerprint: dict[str, Any]) -> Path:
     return jdir
 
 
+def model_files_signature(ref: str | None) -> str | None:
+    """A short digest of a local model's files (names, sizes, mtimes; no contents read), None for a hub id.
+
+    In the fingerprint so that a model retrained in place (same path, new weights) is not resumed as if it
+    were the model that made the journaled images.
+    """
+    if ref is None or not Path(ref).exists():
+        return None
+    import hashlib
+
+    root = Path(ref)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f.relative_to(root) if f != root else f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _fingerprint(direction: str, inputs: list[str], cfg: RoundtripConfig) -> dict[str, Any]:
     settings = {k: v for k, v in config_to_dict(cfg).items() if k not in _SCORING_ONLY}
     settings["generation"].pop("device", None)
     if direction == "prompts":
         settings.pop("template")
-    return {"direction": direction, "inputs": inputs, "settings": settings}
+    g = cfg.generation
+    models = {ref: model_files_signature(ref) for ref in (g.base, g.vae, g.lora, *cfg.captioners) if ref}
+    return {"direction": direction, "inputs": inputs, "settings": settings, "model files": models}
 
 
 def read_journal(path: Path) -> list[dict]:
