@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.util
 import inspect
 import json
 import re
@@ -37,6 +38,15 @@ SHRINK_LORA = dict(
     resolution=64, max_train_steps=2, train_batch_size=2, gradient_accumulation_steps=1, num_validation_images=1,
     num_inference_steps=2, checkpointing_steps=1000, mixed_precision="no", lr_warmup_steps=0,
 )  # fmt: skip
+
+
+# Examples that call these start Java (coco metrics: ~12 s the first time in a session) or run several jobs in
+# one: slow tier. The rest take 1-7 s each on 2 CPU cores.
+SLOW_CALLS = ("compute_caption_metrics(", "roundtrip_prompts(", "roundtrip_images(")
+
+
+def _tier(code: str) -> list:
+    return [pytest.mark.slow] if any(call in code for call in SLOW_CALLS) else []
 
 
 # --- import vlgen: light, lazy, complete --------------------------------------------------------------------
@@ -87,7 +97,11 @@ def readme_examples() -> list[str]:
 
 def docstring_example(obj) -> str | None:
     """The indented block after `Example::` in `obj`'s docstring, dedented; None when there is none."""
-    doc = inspect.getdoc(obj) or ""
+    return docstring_example_text(inspect.getdoc(obj))
+
+
+def docstring_example_text(doc: str | None) -> str | None:
+    doc = doc or ""
     m = re.search(r"^Example::\n\n((?:[ \t]+.*\n?|\n)+)", doc + "\n", flags=re.M)
     return textwrap.dedent(m.group(1)) if m else None
 
@@ -216,10 +230,9 @@ def run_example(code: str, workdir: Path, inputs: dict[str, Path], request, monk
     return namespace
 
 
-README_IDS = [f"readme-{i}" for i in range(len(readme_examples()))]
-
-
-@pytest.mark.parametrize("index", range(len(README_IDS)), ids=README_IDS)
+@pytest.mark.parametrize(
+    "index", [pytest.param(i, marks=_tier(code), id=f"readme-{i}") for i, code in enumerate(readme_examples())]
+)
 def test_readme_python_api_example_runs(index, inputs, tmp_path, request, monkeypatch, capsys):
     code = readme_examples()[index]
     ns = run_example(code, tmp_path, inputs, request, monkeypatch)
@@ -227,7 +240,20 @@ def test_readme_python_api_example_runs(index, inputs, tmp_path, request, monkey
     _check_outputs(tmp_path, ns, code)
 
 
-@pytest.mark.parametrize("name", sorted(set(vlgen.__all__) - NO_EXAMPLE - {"__version__"}))
+def _docstring_params() -> list:
+    """One param per exported name with an example; its tier from the example's text (read from the module's
+    source, so collecting imports nothing heavy)."""
+    params = []
+    for name in sorted(set(vlgen.__all__) - NO_EXAMPLE - {"__version__"}):
+        source = Path(importlib.util.find_spec(vlgen._EXPORTS[name]).origin).read_text()
+        node = next(
+            n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name
+        )
+        params.append(pytest.param(name, marks=_tier(docstring_example_text(ast.get_docstring(node)) or ""), id=name))
+    return params
+
+
+@pytest.mark.parametrize("name", _docstring_params())
 def test_docstring_example_runs(name, inputs, tmp_path, request, monkeypatch, capsys):
     code = docstring_example(getattr(vlgen, name))
     assert code, f"vlgen.{name}'s docstring has no 'Example::' block"
