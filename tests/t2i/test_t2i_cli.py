@@ -33,6 +33,13 @@ def test_generate_writes_images_and_metadata(trained, tiny_sdxl_dir, tiny_sdxl_v
     assert "generated 2 images" in capsys.readouterr().out
 
 
+def test_generate_one_image_says_image_not_images(tiny_sdxl_dir, tmp_path, capsys):
+    out = tmp_path / "one"
+    args = ["generate", "a red circle", "--base", str(tiny_sdxl_dir), "--num-inference-steps", "1"]
+    assert main([*args, "--width", "64", "--height", "64", "--out", str(out)]) == 0
+    assert f"generated 1 image in {out}" in capsys.readouterr().out
+
+
 def test_generate_compare_makes_both_sets_and_a_grid(trained, tiny_sdxl_dir, tiny_sdxl_vae_dir, tmp_path):
     _, lora, *_ = trained
     out = tmp_path / "cmp"

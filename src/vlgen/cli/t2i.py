@@ -83,4 +83,5 @@ def generate(
     check_settings(settings)
     res = run(texts, out_dir, settings, compare=compare)
     grid = f"; grid {res['grid']}" if res["grid"] else ""
-    out.print(f"generated {res['images']} images in {', '.join(res['dirs'])}{grid}")
+    noun = "image" if res["images"] == 1 else "images"
+    out.print(f"generated {res['images']} {noun} in {', '.join(res['dirs'])}{grid}")
