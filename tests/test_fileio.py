@@ -1,4 +1,7 @@
 import json
+import os
+
+import pytest
 
 from vlgen.fileio import JsonlAppender, atomic_write_text, write_json
 
@@ -38,3 +41,27 @@ def test_read_jsonl_objects_locates_every_kind_of_bad_line(tmp_path):
         with pytest.raises(DataError, match=reason) as e:
             read_jsonl_objects(bad)
         assert e.value.line == line and str(bad) in str(e.value)
+
+
+def test_atomic_directory_replaces_on_success_and_keeps_the_old_copy_on_error(tmp_path):
+    import stat
+
+    from vlgen.fileio import atomic_directory
+
+    out = tmp_path / "model"
+    with atomic_directory(out) as tmp:
+        (tmp / "weights.bin").write_bytes(b"v1")
+        os.chmod(tmp / "weights.bin", 0o600)  # as safetensors writes its files
+    assert (out / "weights.bin").read_bytes() == b"v1"
+    assert stat.S_IMODE((out / "weights.bin").stat().st_mode) == 0o666 & ~_current_umask()
+    with pytest.raises(RuntimeError), atomic_directory(out) as tmp:
+        (tmp / "weights.bin").write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert (out / "weights.bin").read_bytes() == b"v1"  # the old copy, complete
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temp folder left behind
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,24 @@ def normalise_modes(root: str | os.PathLike) -> None:
     for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
         if not path.is_symlink():
             path.chmod(dir_mode if path.is_dir() else file_mode)
+
+
+@contextmanager
+def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp folder beside `out`; when the block ends without error, give its entries plain modes and
+    rename it to `out` (replacing an old `out`). On error the temp folder is removed and `out` is untouched."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        normalise_modes(tmp)  # mkdtemp/safetensors make 0700/0600 entries: give the modes a plain mkdir/open would
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlgen.errors import DataError
+from vlgen.fileio import atomic_directory
 
 if TYPE_CHECKING:
     import torch
@@ -323,25 +323,15 @@ def save_demo_base(pipe: StableDiffusionXLPipeline, out: Path, summary: dict[str
     """`save_pretrained` into a temp dir beside `out`, UNet in fp16 (halves the committed size; loads as fp32
     by default), then rename into place."""
     import torch
+    from safetensors.torch import save_file
 
     out = Path(out).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        from safetensors.torch import save_file
-
+    with atomic_directory(out) as tmp:
         pipe.save_pretrained(tmp)
         # The UNet's weights again in fp16 (same keys): a state-dict cast, so the live fp32 model is untouched.
         fp16 = {k: v.to(torch.float16).contiguous() for k, v in pipe.unet.state_dict().items()}
         save_file(fp16, tmp / "unet" / "diffusion_pytorch_model.safetensors", metadata={"format": "pt"})
         (tmp / TRAIN_INFO).write_text(json.dumps(summary, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

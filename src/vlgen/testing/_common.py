@@ -9,14 +9,12 @@ empty one) is ever replaced, so `vlgen tiny blip ~/important` cannot wipe a user
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from vlgen.errors import VlgenError
-from vlgen.fileio import check_output_dir, normalise_modes, write_json
+from vlgen.fileio import atomic_directory, check_output_dir, write_json
 
 MARKER = "vlgen_tiny.json"
 
@@ -42,18 +40,9 @@ def write_model_dir(out: str | os.PathLike, name: str, seed: int, build: Callabl
                 f"output directory '{out}' is not empty and was not written by `vlgen tiny`; choose a new directory"
             )
     check_output_dir(out, "OUT")  # a read-only folder or a file in the way: one line before any work
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         build(tmp)
         write_json(tmp / MARKER, {"name": name, "seed": seed, "random_weights": True})
-        normalise_modes(tmp)  # mkdtemp/safetensors make 0700/0600 entries: give the modes a plain mkdir/open would
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
