@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import pipeline
 
     from vlgen.captioning.batch import caption_images
-    from vlgen.captioning.blip import BlipCaptioner, fast_generation
+    from vlgen.captioning.blip import BlipCaptioner
+    from vlgen.captioning.blip_fast import fast_generation
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,12 +1,27 @@
 """BlipCaptioner.generate's fast path (SDPA vision attention, cross-attention on the encoder states) gives plain
-`generate`'s output."""
+`generate`'s output; it can be switched off; and it notices when transformers changes what it patches."""
+
+import inspect
 
 import numpy as np
+import pytest
 import torch
+import transformers
 from PIL import Image
 
-import vlgen.captioning.blip as blip_module
-from vlgen.captioning.blip import BlipCaptioner, fast_generation, sdpa_vision_attention
+import vlgen.captioning.blip_fast as blip_module
+from vlgen.captioning.blip import BlipCaptioner
+from vlgen.captioning.blip_fast import (
+    ENV_VAR,
+    INTERNALS,
+    fast_generation,
+    fast_path_enabled,
+    internals_message,
+    sdpa_vision_attention,
+    transformers_internals_problems,
+)
+from vlgen.captioning.registry import load_captioner
+from vlgen.errors import ConfigError
 
 
 def _images(n: int = 4) -> list[Image.Image]:
@@ -107,3 +122,74 @@ def test_vision_encoder_runs_in_chunks_on_cpu_with_the_same_outputs(tiny_blip_di
     torch.testing.assert_close(chunked.last_hidden_state, whole.last_hidden_state, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(chunked.pooler_output, whole.pooler_output, rtol=1e-5, atol=1e-5)
     assert "forward" not in cap.model.vision_model.__dict__
+
+
+def test_transformers_internals_the_fast_path_patches_are_unchanged():
+    """Fails loudly on a transformers upgrade that moves what blip_fast.py patches (names, signatures, attributes,
+    or results on tiny modules). Then: adapt blip_fast.py, or ship with VLGEN_BLIP_FAST_PATH=0 meanwhile."""
+    problems = transformers_internals_problems()
+    assert not problems, internals_message(problems)
+    import importlib
+
+    for module_name, wanted in INTERNALS.items():  # the exact private names, spelled out once more
+        module = importlib.import_module(module_name)
+        for cls_name, (params, _) in wanted.items():
+            method = getattr(module, cls_name).generate if cls_name.endswith("Generation") else None
+            names = inspect.signature(method or getattr(module, cls_name).forward).parameters
+            assert set(params) <= set(names), f"transformers {transformers.__version__}: {cls_name} {list(names)}"
+
+
+def test_internals_check_names_the_change_and_the_transformers_version(monkeypatch):
+    from transformers.models.blip.modeling_blip import BlipAttention
+
+    def forward_with_mask(self, hidden_states, attention_mask=None, **kwargs):  # what a future version might do
+        raise AssertionError("not called by the check")
+
+    monkeypatch.setattr(BlipAttention, "forward", forward_with_mask)
+    blip_module._problems.cache_clear()
+    try:
+        problems = transformers_internals_problems()
+        assert problems and "BlipAttention.forward(self, hidden_states, attention_mask, kwargs)" in problems[0]
+        assert f"transformers {transformers.__version__} changed" in internals_message(problems)
+        with pytest.warns(RuntimeWarning, match=f"transformers {transformers.__version__}.*{ENV_VAR}=0"):
+            assert not blip_module.fast_path_usable(True)  # falls back to plain transformers
+    finally:
+        monkeypatch.undo()
+        blip_module._problems.cache_clear()
+    assert not transformers_internals_problems()
+
+
+def test_fast_path_on_and_off_give_the_same_captions(tiny_blip_dir, monkeypatch):
+    images = _images(3)
+    on, off = BlipCaptioner.load(tiny_blip_dir), load_captioner(tiny_blip_dir, fast_path=False)
+    assert on.fast_path and not off.fast_path
+    entered = []
+    real = blip_module.fast_generation
+    monkeypatch.setattr(
+        "vlgen.captioning.blip.fast_generation", lambda model: entered.append(1) or real(model), raising=True
+    )
+    for kw in ({"num_beams": 1, "max_new_tokens": 10}, {"num_beams": 3, "max_new_tokens": 6}):
+        assert off.generate(images, min_new_tokens=kw["max_new_tokens"], **kw) == on.generate(
+            images, min_new_tokens=kw["max_new_tokens"], **kw
+        )
+    assert len(entered) == 2  # only the captioner with the fast path entered it
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", False), ("off", False), ("1", True), ("", True)])
+def test_environment_variable_switches_the_fast_path(tiny_blip_dir, monkeypatch, value, expected):
+    monkeypatch.setenv(ENV_VAR, value)
+    assert fast_path_enabled() is expected
+    assert load_captioner(tiny_blip_dir).fast_path is expected
+    assert load_captioner(tiny_blip_dir, fast_path=True).fast_path  # the argument wins over the environment
+
+
+def test_bad_environment_value_is_one_line_naming_the_variable(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "maybe")
+    with pytest.raises(ConfigError, match=f"{ENV_VAR}='maybe': expected 1 or 0"):
+        fast_path_enabled()
+
+
+def test_importing_patches_nothing(tiny_blip_dir):
+    """The fast path is applied by `generate` inside a block, never by importing or loading."""
+    cap = BlipCaptioner.load(tiny_blip_dir)
+    assert not any("forward" in m.__dict__ for m in cap.model.modules())

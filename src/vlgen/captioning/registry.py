@@ -62,11 +62,13 @@ def family_of(ref: str | Path) -> str:
     return _MODEL_TYPES[model_type]
 
 
-def load_captioner(ref: str | Path, device: str | torch.device = "cpu") -> Captioner:
+def load_captioner(ref: str | Path, device: str | torch.device = "cpu", *, fast_path: bool | None = None) -> Captioner:
     """Load a pretrained/fine-tuned captioner: family name (its default checkpoint), hub id or directory.
 
     The captioner's `generate(images, num_beams=..., max_new_tokens=...)` captions RGB PIL images, one
-    string per image, in order.
+    string per image, in order. `fast_path` (BLIP only; other families have none and ignore it): False runs
+    plain transformers' `generate` instead of vlgen's patched one (`vlgen.captioning.blip_fast`; same captions);
+    None: on unless the environment sets `VLGEN_BLIP_FAST_PATH=0`.
 
     Example::
 
@@ -78,6 +80,8 @@ def load_captioner(ref: str | Path, device: str | torch.device = "cpu") -> Capti
     """
     family = family_of(ref)
     cls = CAPTIONERS[family]
+    if cls is BlipCaptioner:
+        return cls.load(None if str(ref) == family else ref, device=device, fast_path=fast_path)
     return cls.load(None if str(ref) == family else ref, device=device)
 
 
