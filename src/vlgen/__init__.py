@@ -27,6 +27,8 @@ _EXPORTS: dict[str, str] = {
     "load_captioner": "vlgen.captioning.registry",
     "caption": "vlgen.captioning.registry",
     "caption_folder": "vlgen.captioning.registry",
+    # data
+    "lint_captions": "vlgen.data.lint",
     # metrics
     "CaptionScores": "vlgen.metrics.text",
     "compute_caption_metrics": "vlgen.metrics.text",
@@ -59,6 +61,7 @@ __all__ = [
     "load_captioner",
     "caption",
     "caption_folder",
+    "lint_captions",
     "CaptionScores",
     "compute_caption_metrics",
     "ImageScores",
@@ -85,6 +88,7 @@ if TYPE_CHECKING:
     from vlgen.captioning.train_config import CaptionTrainConfig
     from vlgen.captioning.trainer import train_captioner
     from vlgen.config import resolve_config
+    from vlgen.data.lint import lint_captions
     from vlgen.errors import VlgenError
     from vlgen.metrics.image import ImageScores, compute_image_metrics
     from vlgen.metrics.text import CaptionScores, compute_caption_metrics

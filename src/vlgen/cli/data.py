@@ -17,6 +17,7 @@ import_app = typer.Typer(help="Convert a public dataset or a folder into an imag
 app.add_typer(import_app, name="import")
 
 DEFAULT_MAX_PIXELS = 64_000_000  # kept equal to vlgen.data.images.DEFAULT_MAX_PIXELS (checked in tests)
+DEFAULT_TOKENIZER = "openai/clip-vit-large-patch14"  # kept equal to vlgen.data.lint.DEFAULT_TOKENIZER (tested)
 
 
 ON_ERROR = typer.Option(
@@ -155,6 +156,62 @@ def validate(
     for p in report.problems:
         out.print(str(p), markup=False)
     out.print(report.summary(), markup=False)
+    return 0 if report.ok else 1
+
+
+@app.command("lint")
+def lint(
+    dataset_dir: Path = typer.Argument(
+        ..., metavar="DIR", help="Images with same-name .txt captions, or a folder with metadata.jsonl."
+    ),
+    trigger: str | None = typer.Option(
+        None, "--trigger", help="Token every caption must hold once, e.g. sks (default: not checked)."
+    ),
+    caption_column: str = typer.Option("text", "--caption-column", help="metadata.jsonl column holding captions."),
+    tokenizer: str = typer.Option(
+        DEFAULT_TOKENIZER,
+        "--tokenizer",
+        help="Tokenizer (folder or hub id) whose window captions must fit: SDXL's CLIP (77 tokens); "
+        "a T5 tokenizer (512) for Flux; none: no length check.",
+    ),
+    clip_model: str | None = typer.Option(
+        None,
+        "--clip-model",
+        help="CLIP (folder or hub id) to flag captions whose CLIPScore is below median - 3*MAD (default: off).",
+    ),
+    device: str = typer.Option("cpu", "--device", help="Device for --clip-model."),
+    max_pixels: int = MAX_PIXELS,
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object to stdout instead of lines."),
+) -> int:
+    """Check captions before training: one `file: level: message` line per finding; exit 1 on any error.
+
+    Errors: caption missing or empty; --trigger absent. Warnings: the trigger twice or more; a 2-5 word phrase
+    in half the captions or more; duplicates; captions cut by the text encoder's window; CLIPScore outliers.
+    """
+    import json
+
+    from vlgen.data.lint import lint_captions
+    from vlgen.hub import name_model_options
+
+    name_model_options(clip="--clip-model")
+    report = lint_captions(
+        dataset_dir,
+        trigger=trigger,
+        caption_column=caption_column,
+        tokenizer=None if tokenizer.strip().lower() == "none" else tokenizer,
+        clip_model=clip_model,
+        device=device,
+        max_pixels=max_pixels,
+    )
+    if json_:
+        out.print(json.dumps(report.to_json(), ensure_ascii=False), markup=False, highlight=False)
+    else:
+        for finding in report.findings:
+            out.print(str(finding), markup=False)
+        out.print(report.summary(), markup=False)
+    skipped = (report.settings.get("clip") or {}).get("skipped")
+    if skipped:
+        err.print(f"CLIPScore outliers not checked: {skipped}", markup=False)
     return 0 if report.ok else 1
 
 
