@@ -1,4 +1,4 @@
-"""The deterministic BPE trainer and the vocabularies the tiny tokenizers are built from."""
+"""The deterministic BPE trainer, the shipped vocabularies the tiny tokenizers load, and their regeneration."""
 
 from collections import Counter
 
@@ -7,12 +7,17 @@ from vlgen.testing.vocab import (
     CLIP_EOS,
     CLIP_EOW,
     GPT2_EOS,
+    VOCAB_DIR,
     _learn_merges,
     bert_uncased_vocab,
+    byte_level_bpe,
     bytes_to_unicode,
     caption_corpus,
+    clip_bpe,
+    stale_vocab_files,
     train_byte_level_bpe,
     train_clip_bpe,
+    write_vocab_files,
 )
 
 
@@ -58,3 +63,47 @@ def test_bert_vocab_is_the_real_bert_base_uncased():
     assert len(vocab) == 30522
     assert [vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [0, 100, 101, 102, 103]
     assert (vocab["a"], vocab["red"], vocab["circle"]) == (1037, 2417, 4418)
+
+
+def test_shipped_vocabularies_are_what_training_gives():
+    """The tokenizers load the shipped files: they hold exactly what the trainer makes from the corpus."""
+    assert byte_level_bpe() == train_byte_level_bpe(caption_corpus())
+    assert clip_bpe() == train_clip_bpe(caption_corpus())
+    vocab, merges = byte_level_bpe()
+    vocab.clear(), merges.clear()  # callers get their own copies
+    assert byte_level_bpe()[0]
+
+
+def test_regenerating_gives_the_committed_files(tmp_path):
+    written = write_vocab_files(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "clip/merges.txt", "clip/vocab.json", "gpt2/merges.txt", "gpt2/vocab.json",
+    ]  # fmt: skip
+    for path in written:
+        shipped = VOCAB_DIR / path.relative_to(tmp_path)
+        assert path.read_bytes() == shipped.read_bytes(), f"{shipped} is stale: run `python -m vlgen.testing vocab`"
+    assert stale_vocab_files(tmp_path) == [] and stale_vocab_files() == []
+    (tmp_path / "clip" / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    assert stale_vocab_files(tmp_path) == [tmp_path / "clip" / "merges.txt"]
+
+
+def test_vocab_command_checks_and_regenerates(tmp_path, monkeypatch, capsys):
+    import vlgen.testing.vocab as vocab_module
+    from vlgen.testing.__main__ import main
+
+    assert main(["vocab", "--check"]) == 0
+    monkeypatch.setattr(vocab_module, "VOCAB_DIR", tmp_path)
+    assert main(["vocab", "--check"]) == 1  # nothing there yet
+    assert "differs from a fresh training run" in capsys.readouterr().err
+    assert main(["vocab"]) == 0 and main(["vocab", "--check"]) == 0
+    assert main(["nope"]) == 2
+
+
+def test_missing_vocabulary_is_one_line_naming_the_folder(tmp_path):
+    import pytest
+
+    from vlgen.errors import ModelNotAvailableError
+    from vlgen.testing.vocab import _read
+
+    with pytest.raises(ModelNotAvailableError, match=f"{tmp_path / 'gpt2'}.*python -m vlgen.testing vocab"):
+        _read("gpt2", tmp_path)

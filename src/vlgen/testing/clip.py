@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlgen.testing._common import seeded, write_model_dir
-from vlgen.testing.vocab import CLIP_BOS, CLIP_EOS, caption_corpus, train_clip_bpe
+from vlgen.testing.vocab import CLIP_BOS, CLIP_EOS, clip_bpe
 
 if TYPE_CHECKING:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
@@ -28,7 +28,7 @@ def clip_tokenizer(pad_token: str = CLIP_EOS) -> CLIPTokenizer:
     """
     from transformers import CLIPTokenizer
 
-    vocab, merges = train_clip_bpe(caption_corpus())
+    vocab, merges = clip_bpe()  # shipped files (vocabs/clip/), trained by vlgen.testing.vocab
     # merges as a list of (a, b) pairs: strings "a b" are rejected by the tokenizers backend here.
     tok = CLIPTokenizer(
         vocab=vocab,

@@ -4,8 +4,8 @@ laid out like nlconnect/vit-gpt2-image-captioning.
 Kept from the real checkpoint: the model classes and config schema; `ViTImageProcessor` with mean/std 0.5;
 a byte-level BPE `GPT2TokenizerFast` whose only special token is `<|endoftext|>`, used as bos = eos =
 decoder_start = pad (nlconnect sets all four to 50256, GPT-2's `<|endoftext|>`), and - like the real
-tokenizer - no pad token of its own. The BPE vocab is trained here on the built-in caption corpus
-(~500 tokens instead of 50,257) by the deterministic trainer in `vlgen.testing.vocab`.
+tokenizer - no pad token of its own. The BPE vocab (~500 tokens instead of 50,257) is shipped in
+`vocabs/gpt2/`, trained on the built-in caption corpus by the deterministic trainer in `vlgen.testing.vocab`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlgen.testing._common import seeded, write_model_dir
-from vlgen.testing.vocab import GPT2_EOS, caption_corpus, train_byte_level_bpe
+from vlgen.testing.vocab import GPT2_EOS, byte_level_bpe
 
 if TYPE_CHECKING:
     from transformers import GPT2TokenizerFast, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTImageProcessor
@@ -27,7 +27,7 @@ TINY_MAX_POSITIONS = 64
 def gpt2_tokenizer(model_max_length: int = TINY_MAX_POSITIONS) -> GPT2TokenizerFast:
     from transformers import GPT2TokenizerFast
 
-    vocab, merges = train_byte_level_bpe(caption_corpus())
+    vocab, merges = byte_level_bpe()  # shipped files (vocabs/gpt2/), trained by vlgen.testing.vocab
     # `vocab=`/`merges=` (dict / list of pairs): `vocab_file=`/`merges_file=` silently give an empty vocab
     # in transformers 5.
     tok = GPT2TokenizerFast(

@@ -1,4 +1,14 @@
-"""Deterministic vocabularies for the tiny tokenizers: a built-in caption corpus and a tiny BPE trainer.
+"""Vocabularies for the tiny tokenizers: shipped files, and the deterministic BPE trainer that made them.
+
+The tiny GPT-2 and CLIP tokenizers load their vocab/merges from package data, `vocabs/{gpt2,clip}/vocab.json`
+and `merges.txt` (the hub's file formats), with `byte_level_bpe()` / `clip_bpe()`. The files were trained here,
+on the built-in caption corpus, by the trainer below; after changing the corpus or the trainer regenerate
+them with
+
+    python -m vlgen.testing vocab          # rewrites src/vlgen/testing/vocabs/
+    python -m vlgen.testing vocab --check  # exit 1 if the shipped files differ from a fresh training run
+
+(tests/testing/test_tiny_vocab.py checks that regenerating gives the committed files byte for byte).
 
 Why not `tokenizers.trainers.BpeTrainer`: it is reported to break frequency ties by hash-map order and
 thread scheduling, which would give different `merges.txt` files (and token ids) between runs. On this
@@ -18,11 +28,16 @@ BERT WordPiece is not trained here: BLIP gets the real bert-base-uncased vocab (
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+
+VOCAB_DIR = Path(__file__).parent / "vocabs"  # package data (pyproject: testing/vocabs/*/*)
+MERGES_HEADER = "#version: 0.2"  # first line of GPT-2's and CLIP's merges.txt
 
 GPT2_EOS = "<|endoftext|>"
 CLIP_BOS = "<|startoftext|>"
@@ -190,3 +205,88 @@ def bert_uncased_vocab() -> dict[str, int]:
     """token -> id, in file order (id = line number), as `BertTokenizer(vocab=...)` expects."""
     lines = bert_uncased_vocab_file().read_text(encoding="utf-8").splitlines()
     return {tok: i for i, tok in enumerate(lines)}
+
+
+Vocab = tuple[dict[str, int], list[tuple[str, str]]]
+# folder under VOCAB_DIR -> how its files are trained
+_FLAVOURS = {"gpt2": lambda: train_byte_level_bpe(caption_corpus()), "clip": lambda: train_clip_bpe(caption_corpus())}
+
+
+def _render(vocab: dict[str, int], merges: list[tuple[str, str]]) -> dict[str, str]:
+    """The two files' text: vocab.json one token per line in id order, merges.txt as the hub writes it."""
+    lines = [f"  {json.dumps(tok, ensure_ascii=False)}: {i}" for tok, i in sorted(vocab.items(), key=lambda kv: kv[1])]
+    return {
+        "vocab.json": "{\n" + ",\n".join(lines) + "\n}\n",
+        "merges.txt": "\n".join([MERGES_HEADER, *(f"{a} {b}" for a, b in merges)]) + "\n",
+    }
+
+
+@lru_cache(maxsize=4)
+def _read(flavour: str, root: Path = VOCAB_DIR) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    folder = root / flavour
+    try:
+        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+    except (OSError, json.JSONDecodeError) as e:
+        from vlgen.errors import ModelNotAvailableError
+
+        raise ModelNotAvailableError(
+            f"tiny {flavour} vocabulary in {folder} is missing or unreadable ({e}); "
+            "regenerate it with `python -m vlgen.testing vocab` or reinstall vlgen"
+        ) from None
+    merges = tuple(tuple(line.split(" ")) for line in lines if line and not line.startswith("#version"))
+    return tuple(vocab.items()), merges  # type: ignore[return-value]
+
+
+def byte_level_bpe() -> Vocab:
+    """GPT-2 style (vocab, merges) of the tiny tokenizer, read from the shipped `vocabs/gpt2/` (equal to
+    `train_byte_level_bpe(caption_corpus())`); a fresh dict and list per call."""
+    vocab, merges = _read("gpt2")
+    return dict(vocab), list(merges)
+
+
+def clip_bpe() -> Vocab:
+    """CLIP style (vocab, merges) of the tiny tokenizers, read from the shipped `vocabs/clip/` (equal to
+    `train_clip_bpe(caption_corpus())`); a fresh dict and list per call."""
+    vocab, merges = _read("clip")
+    return dict(vocab), list(merges)
+
+
+def write_vocab_files(root: Path | None = None) -> list[Path]:
+    """Train every shipped vocabulary and write `root/<flavour>/{vocab.json,merges.txt}`; the paths written."""
+    root = VOCAB_DIR if root is None else root
+    written = []
+    for flavour, train in _FLAVOURS.items():
+        (root / flavour).mkdir(parents=True, exist_ok=True)
+        for name, text in _render(*train()).items():
+            path = root / flavour / name
+            path.write_text(text, encoding="utf-8", newline="\n")
+            written.append(path)
+    return written
+
+
+def stale_vocab_files(root: Path | None = None) -> list[Path]:
+    """Shipped files that differ from (or are missing against) a fresh training run."""
+    root = VOCAB_DIR if root is None else root
+    stale = []
+    for flavour, train in _FLAVOURS.items():
+        for name, text in _render(*train()).items():
+            path = root / flavour / name
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(path)
+    return stale
+
+
+def main(argv: list[str]) -> int:
+    """`python -m vlgen.testing vocab [--check]`: regenerate the shipped vocabularies, or check them."""
+    if argv not in ([], ["--check"]):
+        print("usage: python -m vlgen.testing vocab [--check]", file=sys.stderr)
+        return 2
+    if argv == ["--check"]:
+        stale = stale_vocab_files()
+        for path in stale:
+            print(f"{path}: differs from a fresh training run; run `python -m vlgen.testing vocab`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_vocab_files():
+        print(path)
+    return 0
