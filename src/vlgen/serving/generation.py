@@ -5,7 +5,7 @@ A thin shell over `vlgen.t2i.generate`, the library behind `vlgen generate`: the
 .safetensors file), and every image is made by `generate_image` (a CPU generator seeded with the request's
 seed). So the server and `vlgen generate` give the same image for the same prompt and settings
 (tests/serving/test_server.py checks the PNG bytes). The app only calls `TextToImage.load(...)` and
-`.generate(...)`.
+`.generate(...)`; requests reach it through a `GenerationQueue` (admission, limits, cancellation).
 
 Each request's `lora_scale` (None: 1.0) is set on the adapter with `set_lora_scale`, under the same lock
 as the pipeline call, so requests with different scales never see each other's setting (0.0 = the base
@@ -22,13 +22,26 @@ unfinished latents with the VAE, which is work nobody will see.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from vlgen.hub import DEFAULT_MODELS
+from vlgen.serving.batching import QueueFullError
+from vlgen.serving.giving_up import ClientGone, run_while_connected
+
+T = TypeVar("T")
 
 DEFAULT_T2I_BASE = DEFAULT_MODELS["sdxl"]
+HOW_TO_ENABLE_T2I = (
+    "text-to-image is not enabled on this server: restart it with "
+    "`vlgen serve --t2i-base stabilityai/stable-diffusion-xl-base-1.0` (or a local SDXL directory), "
+    "optionally with `--lora DIR`"
+)
 
 
 class GenerationCancelled(Exception):
@@ -126,3 +139,67 @@ class TextToImage:
                     )
             finally:
                 self._should_stop = None
+
+
+class GenerationQueue:
+    """Admission, limits and cancellation for text-to-image requests: the generation counterpart of
+    `MicroBatcher` (there is nothing to batch: one pipeline call at a time, on its own thread).
+
+        queue = GenerationQueue(max_queue=4)
+        result = await queue.run(work, request, timeout_s)   # work(should_stop) runs on the generation thread
+        queue.shutdown()                                     # app shutdown: queued calls never start
+
+    At most `max_queue` requests are admitted (one runs, the others wait); one more gets `QueueFullError` at
+    once, with a Retry-After from the recent generation times. A request that times out or whose client
+    leaves is cancelled where it stands: queued, it never starts; running, `should_stop()` turns true and
+    `TextToImage.generate` stops before its next UNet/VAE block.
+    """
+
+    def __init__(self, max_queue: int, name: str = "generate") -> None:
+        if max_queue < 1:
+            raise ValueError(f"bad generation queue limit: {max_queue=}")
+        self.max_queue = max_queue
+        self.name = name
+        self.admitted = 0  # requests admitted and not yet answered (the running one included)
+        self.completed = 0
+        self.cancelled = 0  # timed out or client gone
+        self.ema_s = 0.0  # smoothed seconds per generation, for Retry-After
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vlgen-{name}")
+
+    def retry_after_s(self) -> int:
+        return max(1, round(self.ema_s or 10.0) * self.admitted)
+
+    def stats(self) -> dict[str, int]:
+        return {"admitted": self.admitted, "completed": self.completed, "cancelled": self.cancelled}
+
+    async def run(self, work: Callable[[Callable[[], bool]], T], request: Any, timeout_s: float) -> T:
+        """`work(should_stop)` on the generation thread, awaited while `request`'s client stays connected.
+
+        Raises `QueueFullError` (nothing started), or `asyncio.TimeoutError` / `ClientGone` (the work is
+        cancelled and unwinds in the background); any error `work` raises comes through as is.
+        """
+        if self.admitted >= self.max_queue:
+            raise QueueFullError(
+                f"{self.admitted} generation requests are already admitted (--max-generate-queue); retry later",
+                self.retry_after_s(),
+            )
+        cancel = threading.Event()
+        t0 = time.perf_counter()
+        self.admitted += 1
+        try:
+            # A queued call that is cancelled never starts; a running one stops at its next block (cancel).
+            future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel.is_set)
+            result = await run_while_connected(request, future, timeout_s)
+        except (asyncio.TimeoutError, ClientGone):
+            cancel.set()
+            self.cancelled += 1
+            raise
+        finally:
+            self.admitted -= 1
+        elapsed = time.perf_counter() - t0
+        self.completed += 1
+        self.ema_s = elapsed if self.completed == 1 else 0.8 * self.ema_s + 0.2 * elapsed
+        return result
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

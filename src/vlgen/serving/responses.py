@@ -10,10 +10,17 @@ generic 500.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+log = logging.getLogger("vlgen.serving")
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -68,6 +75,52 @@ def error_response(
 
 def api_error_response(e: APIError) -> JSONResponse:
     return error_response(e.status_code, e.message, type=e.type, param=e.param, headers=e.headers)
+
+
+def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """'field: problem (got value)' for each error, and the first field's name."""
+    parts, first = [], None
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "header", "path")]
+        field = ".".join(loc) or None
+        if err.get("type") == "json_invalid":
+            ctx = err.get("ctx") or {}
+            parts.append(f"the body is not valid JSON ({ctx.get('error', 'decode error')} at position {loc[0]})")
+            first = first or "body"
+            continue
+        msg = err.get("msg", "invalid")
+        got = err.get("input")
+        shown = f" (got {got!r})" if isinstance(got, (int, float, str)) and len(repr(got)) <= 60 else ""
+        parts.append(f"{field}: {msg}{shown}" if field else f"{msg}{shown}")
+        first = first or field
+    return "; ".join(parts) or "invalid request", first
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error in the one shape: ours (`APIError`), FastAPI's and Starlette's, and the unexpected."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return api_error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"{request.url.path} does not accept {request.method}"
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(exc)
+        return error_response(422, message, param=param)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal server error (logged on the server)")
 
 
 # -- OpenAPI documentation of the shape ----------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""POST /v1/caption: multipart `file` (one image) and/or `files` (several); `num_beams`, `max_new_tokens`.
+
+Images go through the app's `MicroBatcher` (one worker thread, batched across requests). Memory: uploads are
+decoded DECODE_THREADS at a time and reduced to what the caption model needs as they decode
+(`vlgen.data.images`, the same call `vlgen caption` makes), a request's images may hold at most
+--max-request-pixels in all (from their headers, before any decode -> 413), and decoded pixels are counted
+for the app's `MemoryReleaser`.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route's signature at runtime, and its limits are
+# this server's settings (closures that string annotations could not resolve).
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+
+from vlgen.errors import ImageLoadError
+from vlgen.serving.batching import QueueFullError
+from vlgen.serving.giving_up import ClientGone, run_while_connected
+from vlgen.serving.responses import APIError, error_docs
+from vlgen.serving.state import ServerState
+
+DECODE_THREADS = 2  # concurrent image decodes: each may hold up to max_pixels * 3 bytes
+
+
+class CaptionItem(BaseModel):
+    file_name: str
+    caption: str
+    batch_size: int = Field(description="How many images (from all requests) ran through the model together")
+
+
+class CaptionResponse(BaseModel):
+    model: str
+    num_beams: int
+    max_new_tokens: int
+    captions: list[CaptionItem]
+    elapsed_ms: float
+
+
+def _bad_image(e: ImageLoadError, param: str) -> APIError:
+    return APIError(422, f"not a usable image: {e}", type="invalid_image", param=param)
+
+
+def router(state: ServerState) -> APIRouter:
+    settings, batcher = state.settings, state.batcher
+    api = APIRouter()
+    decode_limiter = anyio.CapacityLimiter(DECODE_THREADS)
+    input_size = getattr(state.captioner, "input_size", None)  # decode straight to (a margin above) its size
+    model_id = str(settings.caption_model)
+
+    async def probe(data: bytes, name: str, param: str) -> tuple[int, int]:
+        from vlgen.data.images import probe_image_bytes
+
+        try:
+            return await anyio.to_thread.run_sync(probe_image_bytes, data, name, settings.max_pixels)
+        except ImageLoadError as e:
+            raise _bad_image(e, param) from None
+
+    async def decode(data: bytes, name: str, param: str) -> Any:
+        from vlgen.data.images import load_image_bytes
+
+        def load() -> Any:
+            return load_image_bytes(data, name, settings.max_pixels, input_size=input_size)
+
+        try:
+            return await anyio.to_thread.run_sync(load, limiter=decode_limiter)
+        except ImageLoadError as e:
+            raise _bad_image(e, param) from None
+
+    @api.post(
+        "/v1/caption",
+        tags=["caption"],
+        response_model=CaptionResponse,
+        responses=error_docs(*state.auth_codes, 400, 408, 413, 415, 422, 503, 504),
+    )
+    async def caption(
+        request: Request,
+        file: Annotated[UploadFile | None, File(description="One image")] = None,
+        files: Annotated[list[UploadFile] | None, File(description="Several images")] = None,
+        num_beams: Annotated[int, Form(ge=1, le=settings.max_num_beams)] = settings.num_beams,
+        max_new_tokens: Annotated[int, Form(ge=1, le=settings.max_new_tokens_limit)] = settings.max_new_tokens,
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        uploads = [(u, "file") for u in ([file] if file is not None else [])]
+        uploads += [(u, f"files[{i}]") for i, u in enumerate(files or [])]
+        if not uploads:
+            raise APIError(422, "no image: send one image in the form field `file` or several in `files`", param="file")
+        if len(uploads) > settings.max_files:
+            raise APIError(
+                422, f"{len(uploads)} images in one request; the limit is {settings.max_files}", param="files"
+            )
+
+        # Headers first (cheap, nothing decoded): a bad image or a request over the pixel budget is refused
+        # before it takes a queue place or a decode thread.
+        named = [(await u.read(), u.filename or f"upload {i + 1}", param) for i, (u, param) in enumerate(uploads)]
+        sizes = [await probe(data, name, param) for data, name, param in named]
+        pixels = sum(w * h for w, h in sizes)
+        if pixels > settings.max_request_pixels:
+            raise APIError(
+                413,
+                f"the {len(sizes)} images hold {pixels:,} pixels in all; this server decodes at most "
+                f"{settings.max_request_pixels:,} per request (--max-request-pixels): send fewer or smaller images",
+                param="files" if len(sizes) > 1 else uploads[0][1],
+            )
+
+        decoded = [0]  # pixels decoded so far (from the headers), for the memory releaser
+
+        async def work() -> list[tuple[str, int]]:
+            with batcher.admit(len(uploads)):
+                images = []
+                for (data, name, param), (w, h) in zip(named, sizes, strict=True):
+                    images.append(await decode(data, name, param))
+                    decoded[0] += w * h
+                return await batcher.submit(images, key=(num_beams, max_new_tokens))
+
+        try:
+            results = await run_while_connected(request, work(), settings.timeout_s)
+        except QueueFullError as e:
+            raise APIError(503, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
+        except asyncio.TimeoutError:
+            state.abandoned_captions += 1
+            raise APIError(504, f"captioning took longer than {settings.timeout_s:g} s (--timeout-s)") from None
+        except ClientGone:
+            state.abandoned_captions += 1
+            raise APIError(499, "the client closed the connection; its images were dropped") from None
+        except APIError:
+            raise
+        except Exception:  # the model failed; the batcher logged the traceback
+            raise APIError(500, "captioning failed (the error is in the server log)") from None
+        finally:
+            state.releaser.decoded(decoded[0])
+        return {
+            "model": model_id,
+            "num_beams": num_beams,
+            "max_new_tokens": max_new_tokens,
+            "captions": [
+                {"file_name": u.filename or f"upload {i + 1}", "caption": text, "batch_size": size}
+                for i, ((u, _), (text, size)) in enumerate(zip(uploads, results, strict=True))
+            ],
+            "elapsed_ms": round(1000 * (time.perf_counter() - t0), 1),
+        }
+
+    return api
