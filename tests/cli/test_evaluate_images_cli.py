@@ -20,7 +20,10 @@ PROMPTS = {"000.png": "a red circle", "001.png": "a brown dog on the grass", "00
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VLGEN_PROGRESS", "0")
-    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # behave the same whether or not it is installed
+    # behave the same whether or not it is installed; the submodule too: an earlier test may have imported it,
+    # and `from torch_fidelity.x import y` finds a cached `torch_fidelity.x` before it looks at the package
+    for name in ("torch_fidelity", "torch_fidelity.feature_extractor_inceptionv3"):
+        monkeypatch.setitem(sys.modules, name, None)
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +291,18 @@ def test_unknown_metric_and_unknown_layer(gen_dir, ref_dir, models, capsys):
     _fails([gen_dir, "--metrics", "CLIP-X"], capsys, "CLIP-X", "CLIP-T")
     _fails([gen_dir, "--references", ref_dir, "--metrics", "Gram", *models, "--gram-layers", "relu1_1,conv9_1"],
            capsys, "conv9_1")  # fmt: skip
+
+
+def test_cli_defaults_are_the_library_defaults():
+    """Issue 16: `evaluate images` imports its defaults from the library instead of retyping them."""
+    import inspect
+
+    from vlgen.cli.evaluate import images
+    from vlgen.metrics.image import compute_image_metrics
+
+    lib = inspect.signature(compute_image_metrics).parameters
+    cli = {name: p.default.default for name, p in inspect.signature(images).parameters.items()}
+    same = ("fid_min_images", "kid_subsets", "kid_subset_size", "seed", "batch_size", "device")
+    for cli_name, lib_name in [("gram_size", "gram_image_size"), *((n, n) for n in same)]:
+        assert cli[cli_name] == lib[lib_name].default, cli_name
+    assert cli["gram_layers"] == ",".join(lib["gram_layers"].default)

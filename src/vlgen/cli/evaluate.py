@@ -11,16 +11,24 @@ from rich.table import Table
 
 from vlgen.cli._console import err, out
 from vlgen.errors import ConfigError, VlgenError
+from vlgen.hub import DEFAULT_MODELS
+from vlgen.metrics.image_defaults import (  # the library's defaults, torch-free so `--help` stays fast
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_FID_MIN_IMAGES,
+    DEFAULT_GRAM_IMAGE_SIZE,
+    DEFAULT_KID_SUBSET_SIZE,
+    DEFAULT_KID_SUBSETS,
+    DEFAULT_SEED,
+    VGG19_STYLE_LAYERS,
+)
+from vlgen.metrics.text import DEFAULT_COMBINED_WEIGHTS
 
 app = typer.Typer(
     help="Score captions or prompts (coco-caption, sacreBLEU, ROUGE, BERTScore, ...) and generated images.",
     no_args_is_help=True,
 )
 
-# Gatys et al. 2016 style layers (relu outputs of conv1_1 ... conv5_1); the same default as vlgen.metrics.image.
-# Written here so `--help` needs no torch import.
-_GRAM_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-
+_COMBINED_WEIGHTS = ",".join(str(w) for w in DEFAULT_COMBINED_WEIGHTS)  # "0.65,0.35"
 _METRICS_HELP = "Comma-separated groups: coco, spice, sacrebleu, rouge, bertscore, combined, prompt_similarity, or all."
 
 
@@ -81,7 +89,7 @@ def captions(
         "available, else the packaged MiniLM (recorded in settings).",
     ),
     bertscore_layers: int | None = typer.Option(None, "--bertscore-layers", help="Layer to use (default: per model)."),
-    combined_weights: str = typer.Option("0.65,0.35", "--combined-weights", help="W_BERT,W_BLEU for `combined`."),
+    combined_weights: str = typer.Option(_COMBINED_WEIGHTS, "--combined-weights", help="W_BERT,W_BLEU for `combined`."),
     out_dir: Path | None = typer.Option(
         None, "--out", help="Write metrics.json, per-item scores, examples, report.html."
     ),
@@ -137,7 +145,7 @@ def compare(
         None, "--bertscore-model", help="BERTScore model for predictions files (as `evaluate captions`)."
     ),
     bertscore_layers: int | None = typer.Option(None, "--bertscore-layers", help="Layer to use (default: per model)."),
-    combined_weights: str = typer.Option("0.65,0.35", "--combined-weights", help="W_BERT,W_BLEU for `combined`."),
+    combined_weights: str = typer.Option(_COMBINED_WEIGHTS, "--combined-weights", help="W_BERT,W_BLEU for `combined`."),
     device: str = typer.Option("cpu", "--device", help="Device for BERTScore / sentence embeddings."),
 ) -> None:
     """Each metric for A and B, the change and the relative change (as in the write-ups' Table 1)."""
@@ -209,10 +217,10 @@ def images(
         "all", "--metrics", help="Comma-separated: CLIP-T, CLIP-I, DINO, Gram, FID, KID, or all."
     ),
     clip_model: str | None = typer.Option(
-        None, "--clip-model", help="CLIP model dir or hub id [default: openai/clip-vit-large-patch14]."
+        None, "--clip-model", help=f"CLIP model dir or hub id [default: {DEFAULT_MODELS['clip']}]."
     ),
     dino_model: str | None = typer.Option(
-        None, "--dino-model", help="DINO ViT dir or hub id [default: facebook/dino-vits16]."
+        None, "--dino-model", help=f"DINO ViT dir or hub id [default: {DEFAULT_MODELS['dino']}]."
     ),
     vgg_weights: Path | None = typer.Option(
         None,
@@ -221,23 +229,34 @@ def images(
         "offline) [default: torchvision's ImageNet VGG19].",
     ),
     gram_layers: str = typer.Option(
-        ",".join(_GRAM_LAYERS), "--gram-layers", help="VGG layers for Gram (Gatys et al. 2016 style layers)."
+        ",".join(VGG19_STYLE_LAYERS), "--gram-layers", help="VGG layers for Gram (Gatys et al. 2016 style layers)."
     ),
-    gram_size: int = typer.Option(256, "--gram-size", min=16, help="Shorter side (then centre crop) for VGG."),
+    gram_size: int = typer.Option(
+        DEFAULT_GRAM_IMAGE_SIZE, "--gram-size", min=16, help="Shorter side (then centre crop) for VGG."
+    ),
     inception_weights: Path | None = typer.Option(
         None,
         "--inception-weights",
         help="Local pt_inception-2015-12-05 / torch-fidelity Inception weights for FID/KID.",
     ),
     fid_min_images: int = typer.Option(
-        2048, "--fid-min-images", min=2, help="Refuse FID when either set is smaller (2048 = feature dimension)."
+        DEFAULT_FID_MIN_IMAGES,
+        "--fid-min-images",
+        min=2,
+        help="Refuse FID when either set is smaller (2048 = feature dimension).",
     ),
-    kid_subsets: int = typer.Option(100, "--kid-subsets", min=1, help="Random subsets KID is averaged over."),
-    kid_subset_size: int = typer.Option(1000, "--kid-subset-size", min=2, help="Clipped to the smaller set."),
+    kid_subsets: int = typer.Option(
+        DEFAULT_KID_SUBSETS, "--kid-subsets", min=1, help="Random subsets KID is averaged over."
+    ),
+    kid_subset_size: int = typer.Option(
+        DEFAULT_KID_SUBSET_SIZE, "--kid-subset-size", min=2, help="Clipped to the smaller set."
+    ),
     out_dir: Path | None = typer.Option(None, "--out", help="Write report.html, metrics.json, per_image.jsonl."),
     device: str = typer.Option("cpu", "--device", help="Device for the metric models (cpu, cuda ...)."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per metric-model forward pass."),
-    seed: int = typer.Option(0, "--seed", help="Seed of KID's subset sampling."),
+    batch_size: int = typer.Option(
+        DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Images per metric-model forward pass."
+    ),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed of KID's subset sampling."),
 ) -> None:
     """CLIP-T, CLIP-I, DINO, Gram style distance, FID and KID of generated images (see vlgen.metrics.image)."""
     from vlgen.hub import name_model_options

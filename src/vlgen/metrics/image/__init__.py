@@ -41,10 +41,6 @@ from vlgen.metrics.image.clip import (
 )
 from vlgen.metrics.image.dino import DinoBundle, dino_embeddings, load_dino
 from vlgen.metrics.image.fid import (
-    DEFAULT_FID_MIN_IMAGES,
-    DEFAULT_KID_SUBSET_SIZE,
-    DEFAULT_KID_SUBSETS,
-    KID_MIN_IMAGES,
     FidRefused,
     check_fid_sizes,
     frechet_distance,
@@ -53,12 +49,20 @@ from vlgen.metrics.image.fid import (
     load_inception,
 )
 from vlgen.metrics.image.gram import (
-    DEFAULT_GRAM_IMAGE_SIZE,
-    VGG19_STYLE_LAYERS,
     gram_distance_matrix,
     gram_distances,
     gram_matrix,
     load_vgg,
+)
+from vlgen.metrics.image_defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_FID_MIN_IMAGES,
+    DEFAULT_GRAM_IMAGE_SIZE,
+    DEFAULT_KID_SUBSET_SIZE,
+    DEFAULT_KID_SUBSETS,
+    DEFAULT_SEED,
+    KID_MIN_IMAGES,
+    VGG19_STYLE_LAYERS,
 )
 
 IMAGE_METRIC_KEYS = ("CLIP-T", "CLIP-I", "DINO", "Gram", "FID", "KID")
@@ -133,6 +137,160 @@ def _load_or_none(
         return None
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every metric family sees: the two image sets, the prompts and compute_image_metrics' options."""
+
+    generated: Sequence[Any]
+    prompts: Sequence[str] | None
+    references: Sequence[Any] | None
+    device: str
+    batch_size: int
+    gram_layers: Sequence[str]
+    gram_image_size: int
+    fid_min_images: int
+    kid_subsets: int
+    kid_subset_size: int
+    seed: int
+
+    @property
+    def n_gen(self) -> int:
+        return len(self.generated)
+
+    @property
+    def n_ref(self) -> int:
+        return len(self.references) if self.references is not None else 0
+
+    def pairs(self) -> dict[str, int]:
+        """The settings of a metric averaged over every generated x reference pair."""
+        return {"n_generated": self.n_gen, "n_references": self.n_ref, "pairs": self.n_gen * self.n_ref}
+
+
+# One metric's result: the set-level value, one value per generated image (None for set statistics), settings.
+_Scored = tuple[float, list[float] | None, dict[str, Any]]
+
+
+def _score_clip(clip: ClipBundle, run: _Run, keys: Sequence[str]) -> dict[str, _Scored]:
+    gen_emb = clip_image_embeddings(clip, run.generated, batch_size=run.batch_size)  # one pass for both metrics
+    info = {"model": clip.name, "source": clip.source}
+    scored: dict[str, _Scored] = {}
+    if "CLIP-T" in keys:
+        text_emb, truncated = clip_text_embeddings(clip, list(run.prompts or []))
+        scores = clip_t_scores(gen_emb, text_emb)
+        scored["CLIP-T"] = (
+            float(scores.mean()),
+            scores.tolist(),
+            {
+                **info,
+                "n_images": run.n_gen,
+                "definition": "mean over images of 100 * max(cos(image, prompt), 0)",
+                "max_tokens": clip.max_text_tokens,
+                "truncated_prompts": truncated,
+            },
+        )
+    if "CLIP-I" in keys:
+        sims = mean_pairwise_cosine(gen_emb, clip_image_embeddings(clip, run.references, batch_size=run.batch_size))
+        scored["CLIP-I"] = (float(sims.mean()), sims.tolist(), {**info, **run.pairs()})
+    return scored
+
+
+def _score_dino(dino: DinoBundle, run: _Run, keys: Sequence[str]) -> dict[str, _Scored]:
+    sims = mean_pairwise_cosine(
+        dino_embeddings(dino, run.generated, batch_size=run.batch_size),
+        dino_embeddings(dino, run.references, batch_size=run.batch_size),
+    )
+    info = {"model": dino.name, "source": dino.source, "embedding": "last_hidden_state[:, 0] ([CLS])"}
+    return {"DINO": (float(sims.mean()), sims.tolist(), {**info, **run.pairs()})}
+
+
+def _score_gram(vgg: Any, run: _Run, keys: Sequence[str]) -> dict[str, _Scored]:
+    # VGG feature maps at 256 px are large: at most 8 images per forward pass whatever --batch-size says.
+    batch_size = max(1, min(run.batch_size, 8))
+    dist = gram_distances(vgg, run.generated, run.references, batch_size=batch_size).mean(dim=1)
+    info = {
+        "weights": vgg.name,
+        "source": vgg.source,
+        "layers": list(vgg.layers),
+        "image_size": vgg.image_size,
+        "gram": "F F^T / (C*H*W); mean squared difference per layer, mean over layers",
+    }
+    return {"Gram": (float(dist.mean()), dist.tolist(), {**info, **run.pairs()})}
+
+
+def _refuse_fid_kid(run: _Run, keys: Sequence[str]) -> dict[str, str]:
+    """FID is refused on too few images before anything loads; KID runs on small sets (>= KID_MIN_IMAGES)."""
+    refused: dict[str, str] = {}
+    if "FID" in keys:
+        try:
+            check_fid_sizes(run.n_gen, run.n_ref, run.fid_min_images)
+        except FidRefused as e:
+            refused["FID"] = str(e)
+    if "KID" in keys and min(run.n_gen, run.n_ref) < KID_MIN_IMAGES:
+        refused["KID"] = f"KID needs at least {KID_MIN_IMAGES} images in each set; got {run.n_gen} and {run.n_ref}"
+    return refused
+
+
+def _score_fid_kid(inception: Any, run: _Run, keys: Sequence[str]) -> dict[str, _Scored]:
+    f_gen = inception_features(inception, run.generated, batch_size=run.batch_size)
+    f_ref = inception_features(inception, run.references, batch_size=run.batch_size)
+    info = {"features": "torch-fidelity Inception-v3 pool3 (2048)", "weights": inception.name}
+    sizes = {"n_generated": run.n_gen, "n_references": run.n_ref}
+    scored: dict[str, _Scored] = {}
+    if "FID" in keys:
+        scored["FID"] = (frechet_distance(f_gen, f_ref), None, {**info, "min_images": run.fid_min_images, **sizes})
+    if "KID" in keys:
+        kid = kernel_inception_distance(
+            f_gen, f_ref, subsets=run.kid_subsets, subset_size=run.kid_subset_size, seed=run.seed
+        )
+        settings = {
+            **info,
+            "std": kid.std,
+            "subsets": kid.subsets,
+            "subset_size": kid.subset_size,
+            "kernel": "(x.y / d + 1)^3",
+            "seed": run.seed,
+            **sizes,
+        }
+        scored["KID"] = (kid.mean, None, settings)
+    return scored
+
+
+@dataclass(frozen=True)
+class _Family:
+    """Metrics that share one model: it is loaded once and each image set goes through it once."""
+
+    keys: tuple[str, ...]
+    model_option: str  # the compute_image_metrics argument naming the model (None = the default)
+    default_model: str | None  # a `vlgen.hub.DEFAULT_MODELS` key; None = the loader's own default
+    load: Callable[[Any, _Run], Any]
+    score: Callable[[Any, _Run, Sequence[str]], dict[str, _Scored]]
+    refuse: Callable[[_Run, Sequence[str]], dict[str, str]] = lambda run, keys: {}  # reasons to skip before loading
+
+
+# In IMAGE_METRIC_KEYS order: it is the order of settings, per-image keys and load attempts.
+_FAMILIES = (
+    _Family(
+        ("CLIP-T", "CLIP-I"), "clip_model", "clip", lambda ref, run: load_clip(str(ref), device=run.device), _score_clip
+    ),
+    _Family(("DINO",), "dino_model", "dino", lambda ref, run: load_dino(str(ref), device=run.device), _score_dino),
+    _Family(
+        ("Gram",),
+        "vgg_weights",
+        None,
+        lambda ref, run: load_vgg(ref, layers=run.gram_layers, image_size=run.gram_image_size, device=run.device),
+        _score_gram,
+    ),
+    _Family(
+        ("FID", "KID"),
+        "inception_weights",
+        None,
+        lambda ref, run: load_inception(ref, device=run.device),
+        _score_fid_kid,
+        _refuse_fid_kid,
+    ),
+)
+
+
 def compute_image_metrics(
     generated: Sequence[Any],
     prompts: Sequence[str] | None = None,
@@ -148,9 +306,9 @@ def compute_image_metrics(
     fid_min_images: int = DEFAULT_FID_MIN_IMAGES,
     kid_subsets: int = DEFAULT_KID_SUBSETS,
     kid_subset_size: int = DEFAULT_KID_SUBSET_SIZE,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     device: str = "cpu",
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> ImageScores:
     """Score generated images against their prompts (CLIP-T) and a reference set (the rest).
 
@@ -175,9 +333,18 @@ def compute_image_metrics(
 
     wanted = parse_image_metrics(metrics)
     check_image_inputs(generated, prompts, references)
-    n_gen, n_ref = len(generated), len(references) if references is not None else 0
+    run = _Run(
+        generated, prompts, references, device, batch_size, gram_layers, gram_image_size, fid_min_images,
+        kid_subsets, kid_subset_size, seed,
+    )  # fmt: skip
+    model_refs = {
+        "clip_model": clip_model,
+        "dino_model": dino_model,
+        "vgg_weights": vgg_weights,
+        "inception_weights": inception_weights,
+    }
     corpus: dict[str, float | None] = dict.fromkeys(IMAGE_METRIC_KEYS)
-    per_image: list[dict[str, float]] = [{} for _ in range(n_gen)]
+    per_image: list[dict[str, float]] = [{} for _ in range(run.n_gen)]
     unavailable: dict[str, str] = {}
     settings: dict[str, Any] = {"metrics": list(wanted), "device": device, "unavailable": unavailable}
     for k in IMAGE_METRIC_KEYS:
@@ -190,121 +357,31 @@ def compute_image_metrics(
             if k in wanted:
                 unavailable[k] = "no reference images (--references DIR)"
 
-    def todo(*keys: str) -> list[str]:
+    def todo(keys: Iterable[str]) -> list[str]:
         return [k for k in keys if k not in unavailable]
 
-    # --- CLIP-T and CLIP-I share one model and one pass over the generated images.
-    if todo("CLIP-T", "CLIP-I"):
-        keys = todo("CLIP-T", "CLIP-I")
-        clip: ClipBundle | None = _load_or_none(
-            clip_model, DEFAULT_MODELS["clip"], lambda r: load_clip(str(r), device=device), unavailable, keys
+    for family in _FAMILIES:
+        if not todo(family.keys):
+            continue
+        unavailable.update(family.refuse(run, todo(family.keys)))
+        keys = todo(family.keys)
+        if not keys:
+            continue
+        default = DEFAULT_MODELS[family.default_model] if family.default_model else None
+        model = _load_or_none(
+            model_refs[family.model_option], default, lambda ref, f=family: f.load(ref, run), unavailable, keys
         )
-        if clip is not None:
-            gen_emb = clip_image_embeddings(clip, generated, batch_size=batch_size)
-            info = {"model": clip.name, "source": clip.source}
-            if "CLIP-T" in keys:
-                text_emb, truncated = clip_text_embeddings(clip, list(prompts or []))
-                scores = clip_t_scores(gen_emb, text_emb)
-                corpus["CLIP-T"] = float(scores.mean())
-                for row, s in zip(per_image, scores.tolist(), strict=True):
-                    row["CLIP-T"] = s
-                settings["CLIP-T"] = {
-                    **info,
-                    "n_images": n_gen,
-                    "definition": "mean over images of 100 * max(cos(image, prompt), 0)",
-                    "max_tokens": clip.max_text_tokens,
-                    "truncated_prompts": truncated,
-                }
-            if "CLIP-I" in keys:
-                sims = mean_pairwise_cosine(gen_emb, clip_image_embeddings(clip, references, batch_size=batch_size))
-                corpus["CLIP-I"] = float(sims.mean())
-                for row, s in zip(per_image, sims.tolist(), strict=True):
-                    row["CLIP-I"] = s
-                settings["CLIP-I"] = {**info, "n_generated": n_gen, "n_references": n_ref, "pairs": n_gen * n_ref}
-
-    if todo("DINO"):
-        dino: DinoBundle | None = _load_or_none(
-            dino_model, DEFAULT_MODELS["dino"], lambda r: load_dino(str(r), device=device), unavailable, ["DINO"]
-        )
-        if dino is not None:
-            sims = mean_pairwise_cosine(
-                dino_embeddings(dino, generated, batch_size=batch_size),
-                dino_embeddings(dino, references, batch_size=batch_size),
-            )
-            corpus["DINO"] = float(sims.mean())
-            for row, s in zip(per_image, sims.tolist(), strict=True):
-                row["DINO"] = s
-            settings["DINO"] = {
-                "model": dino.name,
-                "source": dino.source,
-                "embedding": "last_hidden_state[:, 0] ([CLS])",
-                "n_generated": n_gen,
-                "n_references": n_ref,
-                "pairs": n_gen * n_ref,
-            }
-
-    if todo("Gram"):
-        vgg = _load_or_none(
-            vgg_weights,
-            None,
-            lambda r: load_vgg(r, layers=gram_layers, image_size=gram_image_size, device=device),
-            unavailable,
-            ["Gram"],
-        )
-        if vgg is not None:
-            dist = gram_distances(vgg, generated, references, batch_size=max(1, min(batch_size, 8))).mean(dim=1)
-            corpus["Gram"] = float(dist.mean())
-            for row, d in zip(per_image, dist.tolist(), strict=True):
-                row["Gram"] = d
-            settings["Gram"] = {
-                "weights": vgg.name,
-                "source": vgg.source,
-                "layers": list(vgg.layers),
-                "image_size": vgg.image_size,
-                "gram": "F F^T / (C*H*W); mean squared difference per layer, mean over layers",
-                "n_generated": n_gen,
-                "n_references": n_ref,
-                "pairs": n_gen * n_ref,
-            }
-
-    # --- FID/KID: refuse FID on too few images before loading anything; KID runs on small sets.
-    if todo("FID"):
-        try:
-            check_fid_sizes(n_gen, n_ref, fid_min_images)
-        except FidRefused as e:
-            unavailable["FID"] = str(e)
-    if todo("KID") and min(n_gen, n_ref) < KID_MIN_IMAGES:
-        unavailable["KID"] = f"KID needs at least {KID_MIN_IMAGES} images in each set; got {n_gen} and {n_ref}"
-    if todo("FID", "KID"):
-        keys = todo("FID", "KID")
-        inception = _load_or_none(
-            inception_weights, None, lambda r: load_inception(r, device=device), unavailable, keys
-        )
-        if inception is not None:
-            f_gen = inception_features(inception, generated, batch_size=batch_size)
-            f_ref = inception_features(inception, references, batch_size=batch_size)
-            info = {"features": "torch-fidelity Inception-v3 pool3 (2048)", "weights": inception.name}
-            if "FID" in keys:
-                corpus["FID"] = frechet_distance(f_gen, f_ref)
-                settings["FID"] = {**info, "min_images": fid_min_images, "n_generated": n_gen, "n_references": n_ref}
-            if "KID" in keys:
-                kid = kernel_inception_distance(
-                    f_gen, f_ref, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
-                )
-                corpus["KID"] = kid.mean
-                settings["KID"] = {
-                    **info,
-                    "std": kid.std,
-                    "subsets": kid.subsets,
-                    "subset_size": kid.subset_size,
-                    "kernel": "(x.y / d + 1)^3",
-                    "seed": seed,
-                    "n_generated": n_gen,
-                    "n_references": n_ref,
-                }
+        if model is None:
+            continue
+        for key, (value, values, key_settings) in family.score(model, run, keys).items():
+            corpus[key] = value
+            if values is not None:  # FID and KID are set statistics: no per-image value
+                for row, v in zip(per_image, values, strict=True):
+                    row[key] = v
+            settings[key] = key_settings
     if "FID" in unavailable and "FID" in wanted and references is not None:
-        settings.setdefault("FID", {"min_images": fid_min_images, "n_generated": n_gen, "n_references": n_ref})
-    return ImageScores(corpus, per_image, n_gen, n_ref, settings)
+        settings.setdefault("FID", {"min_images": fid_min_images, "n_generated": run.n_gen, "n_references": run.n_ref})
+    return ImageScores(corpus, per_image, run.n_gen, run.n_ref, settings)
 
 
 __all__ = [

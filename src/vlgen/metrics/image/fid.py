@@ -33,11 +33,13 @@ import torch
 
 from vlgen.errors import ConfigError, ModelNotAvailableError
 from vlgen.metrics.image._common import batches
+from vlgen.metrics.image_defaults import (  # re-exported: written once, torch-free for the CLI
+    DEFAULT_FID_MIN_IMAGES,
+    DEFAULT_KID_SUBSET_SIZE,
+    DEFAULT_KID_SUBSETS,
+    KID_MIN_IMAGES,
+)
 
-DEFAULT_FID_MIN_IMAGES = 2048  # = the feature dimension: fewer samples cannot give a full-rank covariance
-KID_MIN_IMAGES = 2  # the unbiased estimator needs pairs within each subset
-DEFAULT_KID_SUBSETS = 100
-DEFAULT_KID_SUBSET_SIZE = 1000
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )

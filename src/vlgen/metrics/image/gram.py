@@ -29,9 +29,8 @@ from torch import nn
 
 from vlgen.errors import ConfigError, ModelNotAvailableError
 from vlgen.metrics.image._common import batches
+from vlgen.metrics.image_defaults import DEFAULT_GRAM_IMAGE_SIZE, VGG19_STYLE_LAYERS  # re-exported
 
-VGG19_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-DEFAULT_GRAM_IMAGE_SIZE = 256
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TINY_VGG_CONFIG = "vgg.json"  # marks a directory written by vlgen.testing.vgg (`vlgen tiny vgg19 DIR`)
