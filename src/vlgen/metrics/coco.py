@@ -5,9 +5,9 @@ change how the two Java programs are driven, which is where COCOEvalCap spends i
 
 * PTB tokenization runs once for predictions and references together (COCOEvalCap starts the JVM twice),
   reading stdin instead of a temp file written into site-packages.
-* METEOR runs in one long-lived JVM per process (startup + paraphrase table is ~10 s), and its SCORE lines
-  are pipelined (COCOEvalCap waits for each reply before sending the next line). It works in a thread while
-  BLEU, ROUGE-L and CIDEr are computed in Python.
+* METEOR runs in one long-lived JVM per process (startup + paraphrase table take seconds: cold vs warm in
+  benchmarks/README.md), and its SCORE lines are pipelined (COCOEvalCap waits for each reply before sending
+  the next line). It works in a thread while BLEU, ROUGE-L and CIDEr are computed in Python.
 * SPICE is only run when the Stanford CoreNLP jars are already there: pycocoevalcap's `Spice()` would
   otherwise start a 400 MB download (and hang offline).
 
@@ -184,7 +184,7 @@ def _reset_meteor() -> None:
 
 
 def warm_up() -> None:
-    """Start the METEOR JVM now (it loads for ~10 s) so it overlaps with tokenization."""
+    """Start the METEOR JVM now (it loads for seconds; benchmarks/README.md) so it overlaps with tokenization."""
     _get_meteor()
 
 

@@ -176,7 +176,7 @@ def generate_images(
     width: int | None = None,
     height: int | None = None,
 ) -> list:
-    """One PIL image per prompt from one pipeline call (a batch; ~2x faster than one call each on CPU).
+    """One PIL image per prompt from one pipeline call (a batch: one UNet call per step for all the prompts).
 
     Image i's noise comes from a CPU generator seeded with `seeds[i]`, exactly as `generate_image`'s; the
     batched UNet arithmetic may differ from a batch of one in the last bit (measured: at most 1 of 255 per
