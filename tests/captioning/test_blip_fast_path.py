@@ -193,3 +193,12 @@ def test_importing_patches_nothing(tiny_blip_dir):
     """The fast path is applied by `generate` inside a block, never by importing or loading."""
     cap = BlipCaptioner.load(tiny_blip_dir)
     assert not any("forward" in m.__dict__ for m in cap.model.modules())
+
+
+def test_internals_check_leaves_the_global_rng_alone():
+    blip_module._problems.cache_clear()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    assert transformers_internals_problems() == []
+    assert torch.equal(torch.rand(3), expected)

@@ -285,7 +285,8 @@ def _problems() -> tuple[str, ...]:
     if problems:
         return tuple(problems)
     try:
-        problems += _check_tiny_modules(classes)
+        with torch.random.fork_rng(devices=[]):  # module init draws from the global RNG: leave the caller's seed alone
+            problems += _check_tiny_modules(classes)
     except Exception as e:  # any failure here means the internals moved
         problems.append(f"building or running tiny BLIP modules failed: {type(e).__name__}: {e}")
     return tuple(problems)
