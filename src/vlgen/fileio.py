@@ -1,15 +1,19 @@
 """Atomic file writes, JSONL appends and a strict JSONL reader (imports only vlgen.errors, also a leaf).
 
-Writes go to a temp file in the same folder and are renamed into place, so a killed process never
-leaves a half-written output behind. JSONL appends are flushed and fsync'd line by line so that
-resumable jobs (captioning, import) can pick up exactly where they stopped.
+Writes go to a temp file (or folder) in the same folder and are renamed into place, so a killed process never
+leaves a half-written output behind: `atomic_file`/`atomic_write_*` for files, `atomic_directory` for folders
+(whose replacement of an old copy a crash can interrupt; `recover_directory` finishes it). JSONL appends are
+flushed and fsync'd line by line so that resumable jobs (captioning, import) can pick up exactly where they
+stopped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -89,19 +93,139 @@ def normalise_modes(root: str | os.PathLike) -> None:
             path.chmod(dir_mode if path.is_dir() else file_mode)
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's data (or a folder's entries) to disk. Best effort: some file systems refuse it on folders."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp file path beside `path` for a writer that wants a file name (PIL's `save`, safetensors'
+    `save_file`, `shutil.copyfile`, matplotlib); when the block ends without error the file is flushed to disk,
+    given the mode a plain `open` would, and renamed over `path`. On error it is removed and `path` is untouched.
+
+    A crash at any point leaves `path` complete, old or new (a rename within a folder is atomic), plus at worst a
+    `.NAME.*.tmp` file. The temp name does not end in NAME's suffix: give writers that guess the format from the
+    name an explicit one (`format="PNG"`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 (and safetensors') -> what the files beside it get
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+# Directory replacement. `out` is replaced by a complete new copy in three steps, each of which a crash can
+# interrupt; `recover_directory` (run before every replacement) finishes or undoes an interrupted one:
+#   1. the old `out` is renamed aside to `.NAME.old`   crash after 1: only `.NAME.old` -> renamed back (old copy)
+#   2. the new copy is renamed to `out`                crash after 2: both -> `.NAME.old` is deleted (new copy)
+#   3. `.NAME.old` is deleted                          crash during 3: as after 2
+# Deleting the old copy before the rename (as `rmtree(out); rename(tmp, out)` does) would leave a window
+# with neither. The new copy is assembled in `.NAME.PID@HOST-XXXXXXXX.tmp`; one whose process is gone is removed.
+
+
+def _aside(out: Path) -> Path:
+    return out.with_name(f".{out.name}.old")
+
+
+def _temp_dir_prefix(out: Path) -> str:
+    return f".{out.name}.{os.getpid()}@{socket.gethostname()}-"
+
+
+def _pid_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, it is another user's
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def recover_directory(out: str | os.PathLike) -> Path:
+    """Finish or undo a replacement of the folder `out` that a crash interrupted (see `replace_directory`):
+    afterwards `out` is the complete old or new copy (or absent if it never existed), and the temp folders of
+    dead vlgen processes on this host are gone. Cheap when there is nothing to do; returns `out`."""
+    out = Path(out)
+    old = _aside(out)
+    if old.exists() or old.is_symlink():
+        if out.exists() or out.is_symlink():
+            _remove(old)  # crashed after the new copy went in: the old one is garbage
+        else:
+            os.replace(old, out)  # crashed between the two renames: put the complete old copy back
+    if out.parent.is_dir():
+        pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)@(.+)-[^-]+\.tmp")
+        host = socket.gethostname()
+        for entry in out.parent.iterdir():
+            m = pattern.fullmatch(entry.name)
+            if m and m.group(2) == host and not _pid_is_running(int(m.group(1))) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+    return out
+
+
+def replace_directory(src: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Rename the complete folder `src` to `out` (same file system), replacing an old `out` so that a crash at
+    any point leaves a complete old or new copy for `recover_directory`. An error before the new copy is in
+    puts the old one back. Returns `out`."""
+    src, out = Path(src), Path(out)
+    recover_directory(out)
+    old = _aside(out)
+    had_old = out.exists() or out.is_symlink()
+    if had_old:
+        os.replace(out, old)  # step 1
+    try:
+        os.replace(src, out)  # step 2
+    except BaseException:
+        if had_old:
+            os.replace(old, out)
+        raise
+    _fsync(out.parent)
+    if had_old:
+        _remove(old)  # step 3
+    return out
+
+
 @contextmanager
 def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp folder beside `out`; when the block ends without error, give its entries plain modes and
-    rename it to `out` (replacing an old `out`). On error the temp folder is removed and `out` is untouched."""
+    """Yield a temp folder beside `out`; when the block ends without error, give its entries plain modes, flush
+    them to disk and replace `out` with it (`replace_directory`). On error the temp folder is removed and `out`
+    is untouched. A crash at any point leaves `out` complete, old or new, once `recover_directory` has run
+    (this function runs it first)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    recover_directory(out)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_dir_prefix(out), suffix=".tmp", dir=out.parent))
     try:
         yield tmp
         normalise_modes(tmp)  # mkdtemp/safetensors make 0700/0600 entries: give the modes a plain mkdir/open would
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        for path in [*tmp.rglob("*"), tmp]:  # the files, then the folders that name them
+            if not path.is_symlink():
+                _fsync(path)
+        replace_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -109,18 +233,8 @@ def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
     return path
 
 
