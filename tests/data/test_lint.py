@@ -157,11 +157,35 @@ def test_window_is_the_tokenizers_own(tmp_path, tok_dir):
     (f,) = checks(lint(data, tokenizer=str(short)), "too-long")
     assert f.details["max_tokens"] == 20
     assert token_window(__import__("transformers").AutoTokenizer.from_pretrained(short), "a red circle").cut == ""
-    # a diffusers pipeline folder: its tokenizer/ sub-folder is used
+    # a diffusers pipeline folder: the tokenizer sub-folder with the widest window (Flux: T5's tokenizer_2)
     pipe = tmp_path / "pipeline"
     clip_tokenizer().save_pretrained(pipe / "tokenizer")
     (pipe / "model_index.json").write_text("{}")
     assert lint(data, tokenizer=str(pipe)).settings["tokenizer"]["max_tokens"] == 77
+    wide = clip_tokenizer()
+    wide.model_max_length = 512
+    wide.save_pretrained(pipe / "tokenizer_2")
+    assert lint(data, tokenizer=str(pipe)).settings["tokenizer"]["max_tokens"] == 512
+
+
+def test_slow_tokenizer_cuts_the_same_words(tok):
+    """Tokenizers without offsets (slow ones) find the cut by words; it is the same cut."""
+
+    class Slow:
+        is_fast = False
+        model_max_length = tok.model_max_length
+
+        def num_special_tokens_to_add(self, pair=False):
+            return tok.num_special_tokens_to_add(pair=pair)
+
+        def __call__(self, text, return_offsets_mapping=False, **kw):
+            assert not return_offsets_mapping
+            return tok(text, **kw)
+
+    for n in (10, 11, 12, 20):
+        caption = "sks, " + " ".join(["a red circle on a blue square"] * n)
+        assert token_window(Slow(), caption) == token_window(tok, caption)
+    assert token_window(tok, caption).cut
 
 
 def test_clip_outlier_below_median_minus_3_mad(tmp_path, tiny_clip_dir):
@@ -313,6 +337,8 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no images" in error_line(str(empty), "--tokenizer", "none")
+    (empty / "metadata.jsonl").write_text("\n")
+    assert "no rows" in error_line(str(empty), "--tokenizer", "none")
     a_file = tmp_path / "a-file.txt"
     a_file.write_text("x")
     assert "expected a dataset folder" in error_line(str(a_file))

@@ -372,7 +372,8 @@ def token_window(tokenizer: Any, caption: str, max_tokens: int | None = None) ->
         return TokenWindow(len(ids) + n_special, max_tokens, "")
     if fast:
         cut_at = enc["offset_mapping"][budget][0]
-    else:  # slow tokenizers have no offsets: the longest whitespace-word prefix that fits
+    else:  # slow tokenizers have no offsets: the longest whitespace-word prefix that fits (a word's punctuation
+        # counts with it)
         spans = [m.span() for m in re.finditer(r"\S+", caption)]
         lo, hi = 0, len(spans)
         while lo < hi:
@@ -380,15 +381,35 @@ def token_window(tokenizer: Any, caption: str, max_tokens: int | None = None) ->
             n = len(tokenizer(caption[: spans[mid - 1][1]], add_special_tokens=False, verbose=False)["input_ids"])
             lo, hi = (mid, hi) if n <= budget else (lo, mid - 1)
         cut_at = spans[lo][0] if lo < len(spans) else len(caption)
-    # A word split by the window is cut as a whole word: the encoder sees only part of it.
-    while cut_at > 0 and not caption[cut_at - 1].isspace():
+
+    # A word split by the window ("squ|are") is cut as a whole word: the encoder sees only part of it. Punctuation
+    # is not a word: "circle|, blue" cuts "blue".
+    def wordish(c: str) -> bool:
+        return c.isalnum() or c in "'-_"
+
+    while 0 < cut_at < len(caption) and wordish(caption[cut_at - 1]) and wordish(caption[cut_at]):
         cut_at -= 1
-    return TokenWindow(len(ids) + n_special, max_tokens, caption[cut_at:].strip())
+    return TokenWindow(len(ids) + n_special, max_tokens, caption[cut_at:].lstrip(" \t\n,.;:!?").rstrip())
+
+
+def _tokenizer_folder(path: Path) -> Path:
+    """`path`, or for a diffusers pipeline folder the tokenizer sub-folder with the widest window: SDXL's
+    `tokenizer` (its `tokenizer_2` has the same 77), Flux's T5 `tokenizer_2` (512), SD3's T5 `tokenizer_3`."""
+    if (path / "tokenizer_config.json").is_file():
+        return path
+    windows = {}
+    for sub in sorted(path.glob("tokenizer*/tokenizer_config.json")):
+        try:
+            windows[sub.parent] = float(json.loads(sub.read_text(encoding="utf-8")).get("model_max_length") or 0)
+        except (OSError, ValueError, AttributeError):
+            continue
+    usable = {p: w for p, w in windows.items() if w <= 1_000_000} or windows
+    return max(usable, key=lambda p: usable[p]) if usable else path  # max keeps the first of equals
 
 
 def load_tokenizer(ref: str | os.PathLike) -> Any:
-    """A tokenizer from a folder or hub id (only its tokenizer files are fetched); a diffusers pipeline folder's
-    `tokenizer/` is used when the folder itself holds none. One-line error offline, naming --tokenizer."""
+    """A tokenizer from a folder or hub id (only its tokenizer files are fetched); for a diffusers pipeline the
+    tokenizer sub-folder with the widest window. One-line error offline, naming --tokenizer."""
     from transformers import AutoTokenizer
 
     from vlgen.hub import resolve_model
@@ -399,9 +420,7 @@ def load_tokenizer(ref: str | os.PathLike) -> Any:
         )
     except ModelNotAvailableError as e:
         raise ModelNotAvailableError(f"{str(e).rstrip('.')}, or --tokenizer none to skip the length check") from None
-    path = resolved.path
-    if not (path / "tokenizer_config.json").is_file() and (path / "tokenizer" / "tokenizer_config.json").is_file():
-        path = path / "tokenizer"
+    path = _tokenizer_folder(resolved.path)
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -510,7 +529,7 @@ def lint_captions(
 
         report = vlgen.lint_captions("data/ddb", trigger=None, tokenizer="openai/clip-vit-large-patch14")
         for finding in report.findings:
-            print(finding)  # data/ddb/metadata.jsonl: warning: phrase 'red circle' in 6 of 12 captions (50%): ...
+            print(finding)  # data/ddb/metadata.jsonl: warning: phrase 'large yellow' in 6 of 12 captions (50%): ...
         print(report.summary(), "OK" if report.ok else f"{len(report.errors)} error(s)")
     """
     if trigger is not None and not words(trigger):
