@@ -14,9 +14,10 @@ import pytest
 from servefixtures import connect, png_bytes, raw_request, serve_in_thread
 
 from vlgen.serving.app import create_app
-from vlgen.serving.generation import GenerateOptions, GenerationCancelled, TextToImage
+from vlgen.serving.generation import GenerationCancelled, TextToImage
 from vlgen.serving.process import free_port
 from vlgen.serving.settings import ServeSettings
+from vlgen.t2i.generate import GenerationParams
 
 BLOCK_SLEEP_S = 0.5  # added to each of the 12 UNet ResNet blocks for SLOW_PX images: a step takes >= 6 s
 SLOW_PX = 128  # tiny SDXL's native size is 64 px (fast); 128 px requests stand for big, slow ones
@@ -84,7 +85,7 @@ def slow_t2i(tiny_sdxl_dir: Path):
             module.register_forward_hook(
                 lambda *a: time.sleep(BLOCK_SLEEP_S) if latent_side[0] >= SLOW_PX // 8 else None
             )
-    t2i.generate(GenerateOptions(prompt="warm-up", num_inference_steps=1))  # kernels, caches
+    t2i.generate("warm-up", GenerationParams(num_inference_steps=1))  # kernels, caches
     return t2i, unet_calls
 
 
@@ -101,9 +102,9 @@ def test_cancel_hooks_stop_inside_a_denoising_step(slow_t2i) -> None:
 
     before = len(unet_calls)
     with pytest.raises(GenerationCancelled):
-        t2i.generate(GenerateOptions(prompt="a red cube", num_inference_steps=4), should_stop=stop_on_the_fifth_poll)
+        t2i.generate("a red cube", GenerationParams(num_inference_steps=4), should_stop=stop_on_the_fifth_poll)
     assert len(unet_calls) == before  # stopped inside the first UNet forward, not at the end of a step
-    image = t2i.generate(GenerateOptions(prompt="a red cube", num_inference_steps=1))  # the pipeline still works
+    image = t2i.generate("a red cube", GenerationParams(num_inference_steps=1))  # the pipeline still works
     assert image.size == (64, 64)
 
 

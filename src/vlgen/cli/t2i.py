@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from vlgen.hub import DEFAULT_MODELS
+from vlgen.t2i.generate import GenerateSettings
+
+_G = GenerateSettings()  # `vlgen generate`'s defaults, written once (GenerationParams and GenerateSettings)
 
 
 def autocaption(
@@ -49,20 +51,24 @@ def autocaption(
 def generate(
     prompts: list[str] = typer.Argument(None, help="Prompts (or use --prompts-file)."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder: images + metadata.jsonl (and compare.png)."),
-    base: str = typer.Option(DEFAULT_MODELS["sdxl"], "--base", "--pretrained-model-name-or-path", help="SDXL base."),
+    base: str = typer.Option(_G.base, "--base", "--pretrained-model-name-or-path", help="SDXL base."),
     vae: str | None = typer.Option(
         None, "--vae", help="VAE: hub id or directory, e.g. madebyollin/sdxl-vae-fp16-fix (default: the base's own)."
     ),
     lora: str | None = typer.Option(None, "--lora", help="LoRA: a `vlgen train lora` output dir or .safetensors."),
-    lora_scale: float = typer.Option(1.0, "--lora-scale", help="LoRA strength."),
+    lora_scale: float = typer.Option(_G.lora_scale, "--lora-scale", help="LoRA strength."),
     compare: bool = typer.Option(False, "--compare", help="Also generate without the LoRA: base/, lora/, compare.png."),
     prompts_file: Path | None = typer.Option(None, "--prompts-file", help="One prompt per line."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the first image (then seed+1, ...)."),
-    num_inference_steps: int = typer.Option(30, "--num-inference-steps", help="Denoising steps."),
-    guidance_scale: float = typer.Option(5.0, "--guidance-scale", help="Classifier-free guidance strength."),
+    seed: int = typer.Option(_G.seed, "--seed", help="Seed of the first image (then seed+1, ...)."),
+    num_inference_steps: int = typer.Option(_G.num_inference_steps, "--num-inference-steps", help="Denoising steps."),
+    guidance_scale: float = typer.Option(
+        _G.guidance_scale, "--guidance-scale", help="Classifier-free guidance strength."
+    ),
     width: int | None = typer.Option(None, "--width", help="Default: the model's native size."),
     height: int | None = typer.Option(None, "--height", help="Default: the model's native size."),
-    num_images_per_prompt: int = typer.Option(1, "--num-images-per-prompt", help="Images per prompt (seeds go on)."),
+    num_images_per_prompt: int = typer.Option(
+        _G.num_images_per_prompt, "--num-images-per-prompt", help="Images per prompt (seeds go on)."
+    ),
     negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="What the images should not show."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda ... (default: cuda when available)."),
 ) -> None:

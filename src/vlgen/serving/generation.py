@@ -7,9 +7,9 @@ seed). So the server and `vlgen generate` give the same image for the same promp
 (tests/serving/test_server.py checks the PNG bytes). The app only calls `TextToImage.load(...)` and
 `.generate(...)`; requests reach it through a `GenerationQueue` (admission, limits, cancellation).
 
-Each request's `lora_scale` (None: 1.0) is set on the adapter with `set_lora_scale`, under the same lock
-as the pipeline call, so requests with different scales never see each other's setting (0.0 = the base
-model).
+Each request's `lora_scale` (default 1.0, `GenerationParams`) is set on the adapter with `set_lora_scale`,
+under the same lock as the pipeline call, so requests with different scales never see each other's setting
+(0.0 = the base model).
 
 Cancelling (the request timed out, or its client left): `generate(..., should_stop=)` is polled before every
 ResNet and transformer block of the UNet and the VAE (forward pre-hooks, installed once) and at the end of
@@ -27,12 +27,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from vlgen.hub import DEFAULT_MODELS
 from vlgen.serving.batching import QueueFullError
 from vlgen.serving.giving_up import ClientGone, run_while_connected
+from vlgen.t2i.generate import GenerationParams
 
 T = TypeVar("T")
 
@@ -46,18 +46,6 @@ HOW_TO_ENABLE_T2I = (
 
 class GenerationCancelled(Exception):
     """Raised inside the pipeline when the caller gave up (timeout, client gone); frees the worker early."""
-
-
-@dataclass(frozen=True)
-class GenerateOptions:
-    prompt: str
-    negative_prompt: str | None = None
-    seed: int = 0
-    num_inference_steps: int = 30
-    guidance_scale: float = 5.0
-    lora_scale: float | None = None  # None: 1.0 when a LoRA is loaded
-    width: int | None = None  # None: the model's native size (1024 for SDXL)
-    height: int | None = None
 
 
 class TextToImage:
@@ -103,8 +91,11 @@ class TextToImage:
             apply_lora(pipe, lora, 1.0)
         return cls(pipe, base=base, lora=lora, device=device)
 
-    def generate(self, opts: GenerateOptions, should_stop: Callable[[], bool] = lambda: False):
-        """One PIL image. `should_stop()` is polled after every denoising step."""
+    def generate(
+        self, prompt: str, params: GenerationParams | None = None, should_stop: Callable[[], bool] = lambda: False
+    ):
+        """One PIL image of `prompt` (`params` None: the defaults). `should_stop()` is polled before every
+        UNet/VAE block and after every denoising step."""
         import torch
 
         from vlgen.t2i.generate import generate_image, set_lora_scale
@@ -114,11 +105,12 @@ class TextToImage:
                 raise GenerationCancelled(f"cancelled after step {step + 1}")
             return callback_kwargs
 
+        opts = params or GenerationParams()
         with self._lock:
             if should_stop():  # gave up while waiting for the lock
                 raise GenerationCancelled("cancelled before it started")
             if self.lora is not None:
-                scale = 1.0 if opts.lora_scale is None else opts.lora_scale
+                scale = opts.lora_scale
                 if scale != self._lora_scale:
                     self._lora_scale = None  # unknown until set_lora_scale returns
                     set_lora_scale(self.pipe, scale)
@@ -128,7 +120,7 @@ class TextToImage:
                 with torch.inference_mode():
                     return generate_image(
                         self.pipe,
-                        opts.prompt,
+                        prompt,
                         seed=opts.seed,
                         negative_prompt=opts.negative_prompt,
                         num_inference_steps=opts.num_inference_steps,

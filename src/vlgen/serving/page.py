@@ -104,7 +104,7 @@ BODY = """
 <form id="generate-form">
   <textarea id="prompt" placeholder="a photo of a corgi on the beach" required></textarea>
   <label>steps <input id="steps" type="number" min="1" value="{steps}"></label>
-  <label>guidance <input id="guidance" type="number" min="0" step="0.5" value="5"></label>
+  <label>guidance <input id="guidance" type="number" min="0" step="0.5" value="{guidance_scale:g}"></label>
   <label>seed <input id="seed" type="number" min="0" placeholder="random"></label>
   <button id="generate-button" type="submit">Generate</button>
   <div id="generate-result" class="result"></div>
@@ -130,8 +130,10 @@ PAGE_HEADERS = {
 }
 
 
-def render_page(*, num_beams: int, max_new_tokens: int, steps: int) -> str:
-    body = BODY.format(num_beams=int(num_beams), max_new_tokens=int(max_new_tokens), steps=int(steps))
+def render_page(*, num_beams: int, max_new_tokens: int, steps: int, guidance_scale: float) -> str:
+    body = BODY.format(
+        num_beams=int(num_beams), max_new_tokens=int(max_new_tokens), steps=int(steps), guidance_scale=guidance_scale
+    )
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,44 @@ from vlgen.hub import DEFAULT_MODELS, resolve_model
 METADATA_NAME = "metadata.jsonl"
 
 
+MAX_PROMPT_CHARS = 2000  # the longest prompt or negative prompt an HTTP request may send
+
+
+def _request_limits(**limits: Any) -> dict[str, Any]:
+    """A field's `metadata`: the range a /v1/generate request may ask for (pydantic `Field` constraints)."""
+    return {"request": limits}
+
+
 @dataclass
-class GenerateSettings:
-    """`vlgen generate` options, for `generate(prompts, out, settings)` (and `RoundtripConfig.generation`).
+class GenerationParams:
+    """How one image is made from its prompt: the parameters every caller shares, with their defaults written
+    here only - `vlgen generate` (inside `GenerateSettings`), `text_to_image`, `vlgen roundtrip` and the
+    server's /v1/generate (its request model takes its defaults and limits from these fields).
+
+    `metadata["request"]`: the range an HTTP request may ask for; the server narrows steps and sides further
+    (`--max-steps`, `--max-side`). The library and the CLI take anything the pipeline takes (`check_settings`).
+
+    Example::
+
+        from vlgen.t2i.generate import GenerationParams
+
+        params = GenerationParams(seed=7, num_inference_steps=25, guidance_scale=6.0)
+    """
+
+    seed: int = field(default=0, metadata=_request_limits(ge=0, le=2**63 - 1))
+    num_inference_steps: int = field(default=30, metadata=_request_limits(ge=1))
+    guidance_scale: float = field(default=5.0, metadata=_request_limits(ge=0.0, le=30.0))  # SDXL base's default
+    # None: the UNet's native size (1024 for SDXL)
+    width: int | None = field(default=None, metadata=_request_limits(ge=64, multiple_of=8))
+    height: int | None = field(default=None, metadata=_request_limits(ge=64, multiple_of=8))
+    negative_prompt: str | None = field(default=None, metadata=_request_limits(max_length=MAX_PROMPT_CHARS))
+    lora_scale: float = field(default=1.0, metadata=_request_limits(ge=0.0, le=2.0))  # 0.0 = the base model
+
+
+@dataclass
+class GenerateSettings(GenerationParams):
+    """`vlgen generate` options, for `generate(prompts, out, settings)` (and `RoundtripConfig.generation`):
+    the models and the image count on top of the `GenerationParams` of every image.
 
     Example::
 
@@ -38,15 +73,8 @@ class GenerateSettings:
     base: str = DEFAULT_MODELS["sdxl"]
     vae: str | None = None  # None: the base's own VAE
     lora: str | None = None  # a training output directory or a .safetensors file (diffusers or kohya keys)
-    lora_scale: float = 1.0
-    seed: int = 0
-    num_inference_steps: int = 30
-    guidance_scale: float = 5.0  # SDXL base's default
-    width: int | None = None  # None: the UNet's native size (1024 for SDXL)
-    height: int | None = None
     num_images_per_prompt: int = 1
     device: str | None = None  # default: cuda if available
-    negative_prompt: str | None = None
 
 
 def read_prompts(prompts: list[str], prompts_file: str | Path | None) -> list[str]:
@@ -62,13 +90,16 @@ def read_prompts(prompts: list[str], prompts_file: str | Path | None) -> list[st
     return out
 
 
-def check_settings(s: GenerateSettings) -> None:
+def check_settings(s: GenerationParams) -> None:
+    """ConfigError naming the option for a value the pipeline cannot take (a `GenerateSettings`' models too)."""
     for name in ("width", "height"):
         v = getattr(s, name)
         if v is not None and (v < 8 or v % 8):
             raise ConfigError(f"--{name} must be a positive multiple of 8, got {v}")
     if s.num_inference_steps < 1:
         raise ConfigError(f"--num-inference-steps must be at least 1, got {s.num_inference_steps}")
+    if not isinstance(s, GenerateSettings):
+        return
     if s.num_images_per_prompt < 1:
         raise ConfigError(f"--num-images-per-prompt must be at least 1, got {s.num_images_per_prompt}")
     if s.lora is not None:
@@ -141,11 +172,11 @@ def generate_image(
     prompt: str,
     *,
     seed: int,
-    negative_prompt: str | None = None,
-    num_inference_steps: int = 30,
-    guidance_scale: float = 5.0,
-    width: int | None = None,
-    height: int | None = None,
+    negative_prompt: str | None = GenerationParams.negative_prompt,
+    num_inference_steps: int = GenerationParams.num_inference_steps,
+    guidance_scale: float = GenerationParams.guidance_scale,
+    width: int | None = GenerationParams.width,
+    height: int | None = GenerationParams.height,
     callback_on_step_end=None,
 ):
     """One PIL image. The noise comes from a CPU generator seeded with `seed`: the same numbers on every
@@ -170,11 +201,11 @@ def generate_images(
     prompts: list[str],
     *,
     seeds: list[int],
-    negative_prompt: str | None = None,
-    num_inference_steps: int = 30,
-    guidance_scale: float = 5.0,
-    width: int | None = None,
-    height: int | None = None,
+    negative_prompt: str | None = GenerationParams.negative_prompt,
+    num_inference_steps: int = GenerationParams.num_inference_steps,
+    guidance_scale: float = GenerationParams.guidance_scale,
+    width: int | None = GenerationParams.width,
+    height: int | None = GenerationParams.height,
 ) -> list:
     """One PIL image per prompt from one pipeline call (a batch: one UNet call per step for all the prompts).
 

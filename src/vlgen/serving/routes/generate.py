@@ -9,6 +9,7 @@ Requests go through the app's `GenerationQueue` (admission, limits, cancellation
 
 import asyncio
 import base64
+import dataclasses
 import io
 import logging
 import secrets
@@ -21,15 +22,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 
 from vlgen.serving.batching import QueueFullError
-from vlgen.serving.generation import HOW_TO_ENABLE_T2I, GenerateOptions, GenerationCancelled
+from vlgen.serving.generation import HOW_TO_ENABLE_T2I, GenerationCancelled
 from vlgen.serving.giving_up import ClientGone
 from vlgen.serving.responses import APIError, error_docs
 from vlgen.serving.settings import ServeSettings
 from vlgen.serving.state import ServerState
+from vlgen.t2i.generate import MAX_PROMPT_CHARS, GenerationParams
 
 log = logging.getLogger("vlgen.serving")
 
-MAX_PROMPT_CHARS = 2000
+_PARAMS = {f.name: f for f in dataclasses.fields(GenerationParams)}
+
+
+def _param(name: str, default: Any = ..., **override: Any) -> Any:
+    """A body field for `GenerationParams.<name>`: the dataclass's default and request limits (its field's
+    `metadata["request"]`), with this server's narrower ones (`override`) on top."""
+    f = _PARAMS[name]
+    return Field(f.default if default is ... else default, **{**f.metadata.get("request", {}), **override})
 
 
 class GeneratedImage(BaseModel):
@@ -58,15 +67,18 @@ def request_model(settings: ServeSettings) -> type[BaseModel]:
         model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
         prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-        negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
-        seed: int | None = Field(None, ge=0, le=2**63 - 1, description="None: a random seed (sent back as X-Seed)")
-        num_inference_steps: int = Field(min(30, settings.max_steps), ge=1, le=settings.max_steps)
-        guidance_scale: float = Field(5.0, ge=0.0, le=30.0)
-        lora_scale: float | None = Field(
-            None, ge=0.0, le=2.0, description="LoRA strength; only with --lora (default 1.0), 0 = base model"
+        # The rest are `GenerationParams` fields (defaults and limits from there), sent as they are to the pipeline.
+        negative_prompt: str | None = _param("negative_prompt")
+        seed: int | None = _param("seed", None, description="None: a random seed (sent back as X-Seed)")
+        num_inference_steps: int = _param(
+            "num_inference_steps", min(GenerationParams.num_inference_steps, settings.max_steps), le=settings.max_steps
         )
-        width: int | None = Field(None, ge=64, le=settings.max_side, multiple_of=8, description="None: native")
-        height: int | None = Field(None, ge=64, le=settings.max_side, multiple_of=8, description="None: native")
+        guidance_scale: float = _param("guidance_scale")
+        lora_scale: float | None = _param(
+            "lora_scale", None, description="LoRA strength; only with --lora (default 1.0), 0 = base model"
+        )
+        width: int | None = _param("width", le=settings.max_side, description="None: native")
+        height: int | None = _param("height", le=settings.max_side, description="None: native")
         response_format: Literal["png", "b64_json"] = "png"
 
         @field_validator("prompt")
@@ -104,19 +116,12 @@ def router(state: ServerState) -> APIRouter:
                 422, "lora_scale given, but this server has no LoRA (start it with --lora DIR)", param="lora_scale"
             )
         seed = body.seed if body.seed is not None else secrets.randbelow(2**32)
-        opts = GenerateOptions(
-            prompt=body.prompt,
-            negative_prompt=body.negative_prompt,
-            seed=seed,
-            num_inference_steps=body.num_inference_steps,
-            guidance_scale=body.guidance_scale,
-            lora_scale=body.lora_scale,
-            width=body.width,
-            height=body.height,
-        )
+        # None (not sent): the dataclass's default; every body field but prompt and response_format is one of its.
+        given = body.model_dump(exclude={"prompt", "response_format"}, exclude_none=True)
+        params = GenerationParams(**{**given, "seed": seed})
 
         def work(should_stop) -> tuple[bytes, int, int]:
-            image = t2i.generate(opts, should_stop=should_stop)
+            image = t2i.generate(body.prompt, params, should_stop=should_stop)
             buf = io.BytesIO()
             image.save(buf, format="PNG")
             return buf.getvalue(), image.width, image.height
@@ -135,7 +140,7 @@ def router(state: ServerState) -> APIRouter:
         except GenerationCancelled:  # only after a timeout we already answered; kept for completeness
             raise APIError(504, "generation was cancelled") from None
         except Exception:
-            log.exception("generation failed for %s", opts)
+            log.exception("generation failed for %r with %s", body.prompt, params)
             raise APIError(500, "generation failed (the error is in the server log)") from None
         elapsed = time.perf_counter() - t0
         lora_scale = (1.0 if body.lora_scale is None else body.lora_scale) if t2i.lora else None

@@ -13,13 +13,17 @@ from vlgen.serving.generation import HOW_TO_ENABLE_T2I
 from vlgen.serving.page import PAGE_HEADERS, render_page
 from vlgen.serving.responses import error_docs
 from vlgen.serving.state import ServerState
+from vlgen.t2i.generate import GenerationParams
 
 
 def router(state: ServerState) -> APIRouter:
     settings, batcher, generation, t2i = state.settings, state.batcher, state.generation, state.t2i
     api = APIRouter()
     page = render_page(
-        num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens, steps=min(30, settings.max_steps)
+        num_beams=settings.num_beams,
+        max_new_tokens=settings.max_new_tokens,
+        steps=min(GenerationParams.num_inference_steps, settings.max_steps),  # as the request model's default
+        guidance_scale=GenerationParams.guidance_scale,
     )
 
     @api.get("/", include_in_schema=False)
