@@ -188,7 +188,7 @@ def test_slow_tokenizer_cuts_the_same_words(tok):
     assert token_window(tok, caption).cut
 
 
-def test_clip_outlier_below_median_minus_3_mad(tmp_path, tiny_clip_dir):
+def test_clip_outlier_below_median_minus_3_mad(tmp_path, tiny_clip_dir, capsys):
     """Seven close pairs score alike; the caption that does not fit its image scores far below (flagged); one that
     happens to score far *above* is not a problem (not flagged)."""
     data = tmp_path / "d"
@@ -203,6 +203,13 @@ def test_clip_outlier_below_median_minus_3_mad(tmp_path, tiny_clip_dir):
     assert f.details["score"] < f.details["threshold"] == pytest.approx(f.details["median"] - 3 * f.details["mad"])
     assert report.settings["clip"]["model"] == str(tiny_clip_dir)
     assert checks(report, "image") == [] and report.ok  # warnings only
+    # the same through the command, as JSON on stdout (the progress bar goes to stderr)
+    assert main(["data", "lint", str(data), "--tokenizer", "none", "--clip-model", str(tiny_clip_dir), "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert [(f["file_name"], f["score"]) for f in obj["findings"] if f["check"] == "clip"] == [
+        ("7.png", pytest.approx(f.details["score"]))
+    ]
+    assert obj["settings"]["clip"]["threshold"] == pytest.approx(f.details["threshold"])
 
 
 def test_mad_outliers_reference():

@@ -202,6 +202,7 @@ def lint(
         clip_model=clip_model,
         device=device,
         max_pixels=max_pixels,
+        progress=True,
     )
     if json_:
         out.print(json.dumps(report.to_json(), ensure_ascii=False), markup=False, highlight=False)

@@ -440,7 +440,7 @@ def mad_outliers(scores: Sequence[float], k: float = OUTLIER_MADS) -> tuple[floa
 
 
 def _clip_scores(
-    items: list[_Caption], clip_model: Any, device: str, max_pixels: int, batch_size: int = 16
+    items: list[_Caption], clip_model: Any, device: str, max_pixels: int, batch_size: int = 16, progress: bool = False
 ) -> tuple[dict[int, float], list[tuple[int, LintFinding]], dict[str, Any]]:
     """{index into items: CLIP-T score} of every caption whose image decodes, the images that do not, settings."""
     import torch
@@ -466,7 +466,12 @@ def _clip_scores(
     last: tuple[str, Any] = ("", None)  # the captions of one image (a list column) are consecutive: decode once
     todo = [i for i, it in enumerate(items) if it.text and it.image is not None]
     truncated = 0
-    for start in range(0, len(todo), batch_size):
+    starts: Any = range(0, len(todo), batch_size)
+    if progress:
+        from vlgen.progress import track
+
+        starts = track(starts, f"CLIPScore ({batch_size} captions a step)")
+    for start in starts:
         batch, images = [], []
         for i in todo[start : start + batch_size]:
             it = items[i]
@@ -516,12 +521,14 @@ def lint_captions(
     clip_model: Any = None,
     device: str = "cpu",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = False,
 ) -> LintReport:
     """Check every caption of DIR; never raises for caption problems (they are findings), only when there is
     nothing to check (DataError) or a model cannot be loaded (ModelNotAvailableError).
 
     `tokenizer`: a folder, hub id or loaded tokenizer whose model_max_length is the window (None: no length check).
     `clip_model`: a folder, hub id or `vlgen.metrics.image.clip.ClipBundle` (None: no CLIPScore check).
+    `progress`: a progress bar on stderr while CLIP scores the images.
 
     Example::
 
@@ -592,7 +599,7 @@ def lint_captions(
         "clip": None,
     }
     if clip_model is not None:
-        scores, image_problems, clip_settings = _clip_scores(items, clip_model, device, max_pixels)
+        scores, image_problems, clip_settings = _clip_scores(items, clip_model, device, max_pixels, progress=progress)
         for i, f in image_problems:
             per_item[i].append(f)
         settings["clip"] = clip_settings
