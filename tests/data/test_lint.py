@@ -85,6 +85,9 @@ def test_trigger_absent_is_an_error_and_repeated_a_warning(tmp_path):
     assert all(f.level == "error" and "'sks'" in f.message for f in absent)
     repeated = checks(report, "trigger-repeated")
     assert [(f.file_name, f.level, f.details["count"]) for f in repeated] == [("c.png", "warning", 2)]
+    # a trigger of two words, however spaced
+    two = write_set(tmp_path / "two", {"a": "photo of ohwx  man", "b": "ohwx man, smiling", "c": "a man"})
+    assert [f.file_name for f in checks(lint(two, trigger="ohwx man"), "trigger-missing")] == ["c.png"]
     # without --trigger nothing is said about it
     assert not [f for f in lint(data).findings if f.check.startswith("trigger")]
 

@@ -263,7 +263,8 @@ def load_captions(
 
 def _trigger_pattern(trigger: str) -> re.Pattern[str]:
     """The trigger as a whole word (or words), any case: 'sks' matches 'sks,' and 'SKS' but not 'sksdog'."""
-    return re.compile(rf"(?<!\w){re.escape(trigger.strip())}(?!\w)", re.IGNORECASE)
+    body = r"\s+".join(re.escape(part) for part in trigger.split())  # "ohwx  man" is the trigger "ohwx man" too
+    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
 
 
 WORD = re.compile(r"\w+(?:'\w+)*")
