@@ -28,7 +28,7 @@ from torch import nn
 
 from vlgen.captioning.base import Captioner
 from vlgen.errors import ConfigError, ModelNotAvailableError
-from vlgen.fileio import atomic_write_text, normalise_modes
+from vlgen.fileio import atomic_file, atomic_write_text
 
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
@@ -426,10 +426,8 @@ class CnnLstmModel(nn.Module):
         atomic_write_text(out / CONFIG_NAME, json.dumps(asdict(self.config), indent=2) + "\n")
         atomic_write_text(out / VOCAB_NAME, json.dumps(self.vocab.itos, ensure_ascii=False) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = out / f".{WEIGHTS_NAME}.tmp"
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        normalise_modes(tmp)  # safetensors writes 0600
-        tmp.replace(out / WEIGHTS_NAME)
+        with atomic_file(out / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
         return out
 
     @classmethod

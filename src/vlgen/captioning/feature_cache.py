@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vlgen.fileio import atomic_write_text, normalise_modes
+from vlgen.fileio import atomic_file, atomic_write_text
 from vlgen.progress import track
 
 CACHE_VERSION = 1
@@ -61,11 +61,8 @@ def cached_features(
     for batch in track(batches, description):
         chunks.append(encode(batch).float().cpu())
     feats = torch.cat(chunks).contiguous()
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp")
-    save_file({"features": feats}, str(tmp))
-    normalise_modes(tmp)  # safetensors writes 0600
-    tmp.replace(file)
+    with atomic_file(file) as tmp:  # two runs sharing the cache each write their own temp file
+        save_file({"features": feats}, str(tmp))
     atomic_write_text(
         file.with_suffix(".json"),
         json.dumps({"encoder": encoder_key, "n": len(paths), "shape": list(feats.shape), "first": str(paths[0])}),

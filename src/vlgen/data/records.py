@@ -19,14 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlgen.errors import DataError
-from vlgen.fileio import new_file_mode, write_jsonl
+from vlgen.fileio import atomic_file, write_jsonl
 
 METADATA_NAME = "metadata.jsonl"
 SPLITS = ("train", "validation", "test")
@@ -183,16 +182,8 @@ def load_records(
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_file(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> what the files beside it get
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def metadata_rows(records: Sequence[Record], caption_column: str = DEFAULT_CAPTION_COLUMN) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from vlgen.fileio import atomic_file
+
 
 def plot_learning_curves(history: Sequence[dict], path: str | Path, title: str = "learning curves") -> Path:
     """`history` rows as the trainers write them: `step` plus `train_loss`, `val_loss` and metric columns."""
@@ -40,8 +42,9 @@ def plot_learning_curves(history: Sequence[dict], path: str | Path, title: str =
         ax2.legend()
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path

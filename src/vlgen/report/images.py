@@ -34,7 +34,7 @@ from typing import Any
 
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image, probe_image, resolve_file_name
 from vlgen.errors import ConfigError, DataError
-from vlgen.fileio import read_jsonl_objects, write_json, write_jsonl
+from vlgen.fileio import atomic_file, read_jsonl_objects, write_json, write_jsonl
 from vlgen.report import html
 
 DEFAULT_MAX_SHOWN = 200  # images on the page; per_image.jsonl always has all of them
@@ -188,10 +188,8 @@ def per_image_rows(gen: GeneratedSet, scores) -> list[dict[str, Any]]:
 def _thumb(src: Path, dst: Path, max_side: int = 256) -> None:
     im = load_image(src)
     im.thumbnail((max_side, max_side))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    im.save(tmp, format="JPEG", quality=85)
-    os.replace(tmp, dst)
+    with atomic_file(dst) as tmp:
+        im.save(tmp, format="JPEG", quality=85)
 
 
 def _num(key: str, value: float | None) -> str:

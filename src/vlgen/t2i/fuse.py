@@ -9,11 +9,10 @@ turn a briefly trained tiny model into the base that a DreamBooth-LoRA then fine
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from vlgen.errors import ConfigError
-from vlgen.fileio import normalise_modes
+from vlgen.fileio import atomic_directory
 
 
 def fuse_lora_into_base(
@@ -42,11 +41,6 @@ def fuse_lora_into_base(
     with torch.no_grad():
         pipe.fuse_lora(lora_scale=1.0, adapter_names=["lora"])  # the scale is already set on the adapter
     pipe.unload_lora_weights()  # removes the (now fused) adapter layers; the merged weights stay
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp)
-    normalise_modes(tmp)  # safetensors writes 0600
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_directory(out) as tmp:  # an old `out` stays whole until the new one is complete
+        pipe.save_pretrained(tmp)
     return out

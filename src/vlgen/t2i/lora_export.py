@@ -18,14 +18,11 @@ own kohya loader reads this file back (tests/t2i check that it gives the same im
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from vlgen.fileio import new_file_mode
+from vlgen.fileio import atomic_file
 
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 KOHYA_WEIGHT_NAME = "pytorch_lora_weights_kohya.safetensors"
@@ -53,22 +50,17 @@ def save_diffusers_lora(out_dir: Path, models: dict[str, torch.nn.Module]) -> Pa
         # which `load_lora_weights` reads as it is.
         mixed = any(".lora_A." in k or ".lora_B." in k for k in converted)
         sds[name] = sd if mixed else converted
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=out_dir))
-    try:
+    path = out_dir / DIFFUSERS_WEIGHT_NAME
+    with atomic_file(path) as tmp:  # diffusers writes SAVE_DIRECTORY/WEIGHT_NAME: point both at the temp file
         StableDiffusionXLPipeline.save_lora_weights(
-            tmp,
+            tmp.parent,
             unet_lora_layers=sds.get("unet"),
             text_encoder_lora_layers=sds.get("text_encoder"),
             text_encoder_2_lora_layers=sds.get("text_encoder_2"),
-            weight_name=DIFFUSERS_WEIGHT_NAME,
+            weight_name=tmp.name,
             safe_serialization=True,
         )
-        os.chmod(tmp / DIFFUSERS_WEIGHT_NAME, new_file_mode())  # written inside a 0700 mkdtemp folder
-        os.replace(tmp / DIFFUSERS_WEIGHT_NAME, out_dir / DIFFUSERS_WEIGHT_NAME)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir / DIFFUSERS_WEIGHT_NAME
+    return path
 
 
 def to_kohya(peft_sds: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -104,15 +96,8 @@ def save_kohya_lora(out_dir: Path, models: dict[str, torch.nn.Module], metadata:
         **metadata,
     }
     path = out_dir / KOHYA_WEIGHT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> what the files beside it get
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
