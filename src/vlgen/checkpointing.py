@@ -5,6 +5,8 @@ Layout of `OUT/checkpoints/checkpoint-STEP/`:
   optimizer.pt        optimizer.state_dict(), read back with torch.load(weights_only=True)
   scheduler.pt        scheduler.state_dict(), same
   rng.json            python `random` and numpy states; torch CPU/CUDA states in rng.safetensors
+  rng_rank{r}.json    the same for process r > 0 of a multi-process run (+ rng_rank{r}.safetensors): each
+                      process resumes its own streams (dropout masks differ between processes)
   trainer_state.json  global step, epoch, batch position, best metric, history
 A checkpoint is written to `checkpoint-STEP.tmp/` and renamed into place, so a run killed mid-write
 never leaves a half checkpoint that `--resume-from-checkpoint latest` would pick up.
@@ -139,7 +141,8 @@ def prepare_output_dir(
         )
 
 
-def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
+def rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
+    """This process's python, numpy and torch RNG states, as (json-able dict, tensors)."""
     np_state = np.random.get_state()
     py = random.getstate()
     meta = {
@@ -165,8 +168,16 @@ def _set_rng_state(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def save_checkpoint(
-    ckpt_root: Path, step: int, model: torch.nn.Module, optimizer, scheduler, state: dict[str, Any]
+    ckpt_root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer,
+    scheduler,
+    state: dict[str, Any],
+    rng_states: list[tuple[dict, dict[str, torch.Tensor]]] | None = None,
 ) -> Path:
+    """Write checkpoint-STEP atomically. `rng_states`: every process's `rng_state()`, rank order (default: this
+    process's only)."""
     from safetensors.torch import save_file, save_model
 
     final = ckpt_root / f"checkpoint-{step}"
@@ -176,9 +187,10 @@ def save_checkpoint(
     save_model(model, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    meta, tensors = _rng_state()
-    atomic_write_text(tmp / "rng.json", json.dumps(meta))
-    save_file(tensors, str(tmp / "rng.safetensors"))
+    for rank, (meta, tensors) in enumerate(rng_states or [rng_state()]):
+        stem = "rng" if rank == 0 else f"rng_rank{rank}"
+        atomic_write_text(tmp / f"{stem}.json", json.dumps(meta))
+        save_file(tensors, str(tmp / f"{stem}.safetensors"))
     atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=1))
     normalise_modes(tmp)  # safetensors writes 0600
     if final.exists():
@@ -187,14 +199,16 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote; returns the trainer state."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
+    """Restore everything `save_checkpoint` wrote; returns the trainer state. Process `rank` takes its own RNG
+    streams (rank 0's where the checkpoint has none for it: one written by fewer processes)."""
     from safetensors.torch import load_file, load_model
 
     load_model(model, str(path / "model.safetensors"), strict=True)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
-    _set_rng_state(json.loads((path / "rng.json").read_text()), load_file(str(path / "rng.safetensors")))
+    stem = f"rng_rank{rank}" if rank and (path / f"rng_rank{rank}.json").is_file() else "rng"
+    _set_rng_state(json.loads((path / f"{stem}.json").read_text()), load_file(str(path / f"{stem}.safetensors")))
     return json.loads((path / "trainer_state.json").read_text())
 
 

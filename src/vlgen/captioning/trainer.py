@@ -6,14 +6,14 @@ with each checkpoint, and so are the optimiser, scheduler and every RNG stream. 
 and resumed from its last checkpoint therefore ends with the same weights, bit for bit on CPU, as a run
 that was never interrupted (tests/captioning/test_trainer.py kills one to check).
 
-Steps count optimiser updates. With N processes (`accelerate launch`), a global batch of
-train_batch_size * N samples is split into N contiguous shards; gradients are averaged by DDP.
+Steps count optimiser updates. With N processes (`accelerate launch`, or `torchrun` on CPU), a global batch
+of train_batch_size * N samples is split N ways; gradients are averaged by DDP. The loop itself (DataLoader,
+accumulation, checkpoints, history, early stopping) is vlgen.training.loop, shared with `train lora`; this
+module keeps what is particular to captioning: samples, model, validation and the best-model choice.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
 import math
 import random
@@ -29,20 +29,14 @@ import torch
 
 from vlgen.captioning.base import Captioner
 from vlgen.captioning.train_config import RESUME_MAY_DIFFER, RESUME_PATH_KEYS, CaptionTrainConfig
-from vlgen.checkpointing import (
-    list_checkpoints,
-    load_checkpoint,
-    prepare_output_dir,
-    resolve_resume,
-    rotate_checkpoints,
-    save_checkpoint,
-)
+from vlgen.checkpointing import list_checkpoints, prepare_output_dir
 from vlgen.config import config_to_dict, save_config
 from vlgen.data.images import load_image
 from vlgen.data.records import Record, load_records
 from vlgen.errors import ConfigError
 from vlgen.fileio import check_output_dir, normalise_modes, write_json, write_jsonl
 from vlgen.report.html import format_number
+from vlgen.training.loop import LoopSettings, TrainingLoop, TrainingTask, make_accelerator, write_history
 
 
 def tensorboard_available() -> bool:
@@ -210,19 +204,46 @@ def best_score(metrics: dict[str, float], name: str, val_loss: float | None) -> 
 
 
 # ----------------------------------------------------------------------------------------------- trainer
+class _CaptionTask(TrainingTask):
+    """What is particular to captioning in the shared loop: samples, their batches, the captioner's loss."""
+
+    def __init__(self, trainer: CaptionTrainer, samples: list[Sample], feats: torch.Tensor | None, global_batch: int):
+        self.trainer, self.samples, self.feats, self.global_batch = trainer, samples, feats, global_batch
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        return epoch_batches(len(self.samples), self.global_batch, self.trainer.cfg.seed, epoch)
+
+    def collate(self, ids: list[int], epoch: int, b: int) -> dict:
+        """Decodes the images (in a DataLoader worker with --num-workers), or takes their cached features."""
+        cap, cfg = self.trainer.captioner, self.trainer.cfg
+        caps = [self.samples[i].caption for i in ids]
+        imgs = [self.samples[i].image for i in ids]
+        if self.feats is not None:
+            return cap.collate_features(self.feats[imgs], caps, cfg.max_length)
+        return cap.collate([load_image(self.trainer.train_records[i].path) for i in imgs], caps, cfg.max_length)
+
+    def loss(self, batch: dict, epoch: int, b: int) -> torch.Tensor:
+        return self.trainer.captioner.loss(batch)
+
+    def after_step(self, step: int, row: dict[str, Any], state: dict[str, Any]) -> None:
+        self.accelerator.log({"train/loss": row["train_loss"], "train/lr": row["lr"]}, step=step)
+
+    def end_of_epoch(self, epoch: int, state: dict[str, Any]) -> bool:
+        return self.trainer._end_of_epoch(epoch, state)
+
+
 class CaptionTrainer:
     def __init__(self, cfg: CaptionTrainConfig) -> None:
         check_config(cfg)
-        from accelerate import Accelerator
-
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.ckpt_root = self.out / "checkpoints"
-        self.accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision,
+        self.accelerator = make_accelerator(
             cpu=cfg.cpu,
+            mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
-            project_dir=str(self.out),
+            project_dir=self.out,
         )
         # Before anything is written: a new run never mixes into another one's folder, a resume continues
         # the same run (the saved config.yaml must match, RESUME_MAY_DIFFER aside).
@@ -272,13 +293,6 @@ class CaptionTrainer:
         self._log(f"{what} features: {'read from cache' if hit else 'computed and cached'} {tuple(feats.shape)}")
         return feats
 
-    def _collate(self, idx: list[int], samples: list[Sample], feats: torch.Tensor | None) -> dict:
-        caps = [samples[i].caption for i in idx]
-        imgs = [samples[i].image for i in idx]
-        if feats is not None:
-            return self.captioner.collate_features(feats[imgs], caps, self.cfg.max_length)
-        return self.captioner.collate([load_image(self.train_records[i].path) for i in imgs], caps, self.cfg.max_length)
-
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, Any]:
         """Validation loss (first reference of each image) and the caption metrics on greedy/beam output.
@@ -315,20 +329,6 @@ class CaptionTrainer:
         )
         return {"val_loss": val_loss, **metrics}
 
-    def _write_curves(self, history: list[dict]) -> None:
-        if not history or not self.accelerator.is_main_process:
-            return
-        keys = list(dict.fromkeys(k for row in history for k in row))
-        tmp = self.out / ".history.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(history)
-        tmp.replace(self.out / "history.csv")
-        from vlgen.report.curves import plot_learning_curves
-
-        plot_learning_curves(history, self.out / "curves.png")
-
     # -- the loop
     def train(self) -> dict[str, Any]:
         cfg, acc = self.cfg, self.accelerator
@@ -350,12 +350,10 @@ class CaptionTrainer:
         train_feats = self._features(self.train_records, "train")
         self.val_feats = self._features(self.val_records, "validation") if self.val_records else None
 
-        world = acc.num_processes
-        global_batch = cfg.train_batch_size * world
+        global_batch = cfg.train_batch_size * acc.num_processes
         n_batches = math.ceil(len(samples) / global_batch)
         steps_per_epoch = math.ceil(n_batches / cfg.gradient_accumulation_steps)
         total_steps = cfg.max_train_steps or cfg.epochs * steps_per_epoch
-        epochs = math.ceil(total_steps / steps_per_epoch)
 
         params = cap.trainable_parameters()
         decay = [p for p in params if p.ndim >= 2]
@@ -368,83 +366,32 @@ class CaptionTrainer:
         model, optimizer = acc.prepare(cap.model, optimizer)
         raw_model = acc.unwrap_model(model)
 
-        state: dict[str, Any] = {
-            "global_step": 0,
-            "epoch": 0,
-            "batch_in_epoch": 0,
-            "best_score": None,
-            "best_step": None,
-            "epochs_without_improvement": 0,
-            "history": [],
-        }
-        if cfg.resume_from_checkpoint:
-            ckpt = resolve_resume(cfg.resume_from_checkpoint, self.ckpt_root)
-            if ckpt is None:
-                if self.continues_a_run:
-                    self._log(f"no checkpoint in {self.ckpt_root} to resume from yet: starting from scratch")
-            else:
-                state = load_checkpoint(ckpt, raw_model, optimizer, scheduler)
-                self._log(f"resumed from {ckpt} (step {state['global_step']}, epoch {state['epoch'] + 1})")
-                if state["global_step"] >= total_steps:
-                    self._log(
-                        f"the checkpoint is at step {state['global_step']} of the {total_steps} steps asked for: "
-                        "nothing left to train (raise --epochs or --max-train-steps to train on)"
-                    )
+        loop = TrainingLoop(
+            acc,
+            LoopSettings(
+                seed=cfg.seed,
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                max_grad_norm=cfg.max_grad_norm,
+                checkpointing_steps=cfg.checkpointing_steps,
+                checkpoints_total_limit=cfg.checkpoints_total_limit,
+                resume_from_checkpoint=cfg.resume_from_checkpoint,
+                num_workers=cfg.num_workers,
+            ),
+            ckpt_root=self.ckpt_root,
+            models=[model],
+            checkpoint_module=raw_model,
+            params=params,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            log=self._log,
+        )
+        state = loop.new_state(best_score=None, best_step=None, epochs_without_improvement=0)
+        state = loop.resume(state, self.continues_a_run)
         if cfg.report_to == "tensorboard":
             acc.init_trackers("vlgen-caption")
-
-        from vlgen.progress import make_progress
-
-        model.train()
-        stop = False
-        running: list[float] = []
-        with make_progress() as progress:
-            task = progress.add_task("training", total=total_steps, completed=state["global_step"])
-            for epoch in range(state["epoch"], epochs):
-                batches = epoch_batches(len(samples), global_batch, cfg.seed, epoch)
-                start = state["batch_in_epoch"] if epoch == state["epoch"] else 0
-                for b in range(start, len(batches)):
-                    shard = batches[b][acc.process_index :: world] or batches[b][:1]
-                    batch = {k: v.to(acc.device) for k, v in self._collate(shard, samples, train_feats).items()}
-                    last_micro = (b + 1) % cfg.gradient_accumulation_steps == 0 or b + 1 == len(batches)
-                    ctx = acc.no_sync(model) if not last_micro else contextlib.nullcontext()
-                    with ctx, acc.autocast():
-                        loss = cap.loss(batch) / cfg.gradient_accumulation_steps
-                        acc.backward(loss)
-                    running.append(loss.item() * cfg.gradient_accumulation_steps)
-                    if not last_micro:
-                        continue
-                    if cfg.max_grad_norm:
-                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    state["global_step"] += 1
-                    state["epoch"], state["batch_in_epoch"] = epoch, b + 1
-                    step = state["global_step"]
-                    train_loss = sum(running) / len(running)
-                    running = []
-                    lr = scheduler.get_last_lr()[0]
-                    state["history"].append(
-                        {"step": step, "epoch": epoch + (b + 1) / len(batches), "train_loss": train_loss, "lr": lr}
-                    )
-                    acc.log({"train/loss": train_loss, "train/lr": lr}, step=step)
-                    progress.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs} loss {train_loss:.3f}")
-                    end_of_epoch = b + 1 == len(batches)
-                    if end_of_epoch:
-                        stop = self._end_of_epoch(epoch, state, raw_model)
-                    if (
-                        cfg.checkpointing_steps
-                        and step % cfg.checkpointing_steps == 0
-                        or (cfg.checkpointing_steps is None and end_of_epoch)
-                    ):
-                        self._checkpoint(step, raw_model, optimizer, scheduler, state)
-                    if step >= total_steps or stop:
-                        stop = True
-                        break
-                if stop:
-                    break
-                state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        state = loop.run(_CaptionTask(self, samples, train_feats, global_batch), state)
 
         acc.wait_for_everyone()
         summary: dict[str, Any] = {}
@@ -452,7 +399,7 @@ class CaptionTrainer:
             self._save_model("last")
             if not (self.out / "best").exists():  # no validation split: the last model is the best we know
                 self._save_model("best")
-            self._write_curves(state["history"])
+            write_history(self.out, state["history"])
             summary = {
                 "steps": state["global_step"],
                 "epochs": state["epoch"] + (1 if state["batch_in_epoch"] else 0),
@@ -464,12 +411,13 @@ class CaptionTrainer:
                     (h["train_loss"] for h in reversed(state["history"]) if "train_loss" in h), None
                 ),
                 "last_validation": next((h for h in reversed(state["history"]) if "val_loss" in h), None),
+                "num_processes": acc.num_processes,
             }
             write_json(self.out / "train_summary.json", summary)
         acc.end_training()
         return summary
 
-    def _end_of_epoch(self, epoch: int, state: dict, raw_model) -> bool:
+    def _end_of_epoch(self, epoch: int, state: dict) -> bool:
         """Validate, keep the best model, decide on early stopping. Returns True to stop."""
         cfg = self.cfg
         if not self.val_records:
@@ -489,7 +437,8 @@ class CaptionTrainer:
             self._save_model("best")
         else:
             state["epochs_without_improvement"] += 1
-        self._write_curves(state["history"])
+        if self.accelerator.is_main_process:
+            write_history(self.out, state["history"])
         patience = cfg.early_stopping_patience
         if patience is not None and state["epochs_without_improvement"] >= patience:
             self._log(f"early stopping: no improvement of {cfg.metric_for_best_model} for {patience} epochs")
@@ -506,12 +455,6 @@ class CaptionTrainer:
             shutil.rmtree(final)
         tmp.rename(final)
         return final
-
-    def _checkpoint(self, step: int, raw_model, optimizer, scheduler, state: dict) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        save_checkpoint(self.ckpt_root, step, raw_model, optimizer, scheduler, state)
-        rotate_checkpoints(self.ckpt_root, self.cfg.checkpoints_total_limit)
 
 
 def train_captioner(cfg: CaptionTrainConfig) -> dict[str, Any]:

@@ -9,7 +9,8 @@ our own so that it can resume *exactly* and skip repeated work:
   LoRA weights, optimiser and LR-scheduler state (vlgen.checkpointing): a run killed with SIGKILL and
   resumed ends with bit-identical LoRA weights on CPU (tests/t2i/test_lora_resume.py);
 - latents and frozen-text-encoder embeddings are computed once (lora_data.py).
-Multi-GPU: `accelerate launch -m vlgen train lora ...` (DDP averages the LoRA gradients).
+Multi-GPU: `accelerate launch -m vlgen train lora ...` (DDP averages the LoRA gradients). The loop itself
+(accumulation, checkpoints, history) is vlgen.training.loop, shared with `train caption`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlgen.checkpointing import (
-    load_checkpoint,
-    prepare_output_dir,
-    resolve_resume,
-    rotate_checkpoints,
-    save_checkpoint,
-)
+from vlgen.checkpointing import prepare_output_dir
 from vlgen.config import config_to_dict, save_config
 from vlgen.errors import ConfigError
 from vlgen.fileio import check_output_dir
@@ -54,6 +49,7 @@ from vlgen.t2i.lora_data import (
     class_examples,
     instance_examples,
 )
+from vlgen.training.loop import LoopSettings, TrainingLoop, TrainingTask, make_accelerator
 
 
 def check_config(cfg: LoraTrainConfig) -> None:
@@ -154,16 +150,54 @@ class _Trainable(torch.nn.Module):
         self.params = torch.nn.ParameterDict({k.replace(".", "__"): p for k, p in named.items()})
 
 
+class _LoraTask(TrainingTask):
+    """What is particular to DreamBooth-LoRA in the shared loop: bucketed batches, the diffusion loss (every
+    random draw of a micro-batch from `step_generator`), step timings and validation images."""
+
+    def __init__(self, trainer: LoraTrainer) -> None:
+        self.trainer = trainer
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        t = self.trainer
+        return bucketed_batches(t.data.bucket_of, t.global_batch, t.cfg.seed, epoch)
+
+    def collate(self, ids: list[int], epoch: int, b: int) -> list[int]:
+        # Latents and embeddings are cached: the batch is built in `loss`, from the same generator as the noise.
+        return ids
+
+    def loss(self, batch: list[int], epoch: int, b: int) -> torch.Tensor:
+        return self.trainer.loss(batch, step_generator(self.trainer.cfg.seed, epoch, b))
+
+    def check_loss(self, value: float, state: dict[str, Any], epoch: int, b: int) -> None:
+        if not math.isfinite(value):
+            raise NonFiniteError(
+                f"the loss became {value} at step {state['global_step'] + 1} (epoch {epoch}, batch {b}). "
+                f"With fp16: {FP16_VAE_HINT}; otherwise lower --learning-rate (now {self.trainer.cfg.learning_rate})"
+            )
+
+    def clip_grad_norm(self, params: list[torch.nn.Parameter], max_norm: float) -> None:
+        self.trainer._clip_grad_norm(params)
+
+    def after_step(self, step: int, row: dict[str, Any], state: dict[str, Any]) -> None:
+        t = self.trainer
+        now = time.perf_counter()
+        t.step_times.append(now - t._t_step)
+        t._t_step = now
+        if t.cfg.validation_prompt and t.cfg.validation_steps and step % t.cfg.validation_steps == 0:
+            t.validate(f"step-{step:06d}")
+
+
 class LoraTrainer:
     def __init__(self, cfg: LoraTrainConfig) -> None:
         check_config(cfg)
-        from accelerate import Accelerator
-
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.ckpt_root = self.out / "checkpoints"
-        self.acc = Accelerator(
-            mixed_precision=cfg.mixed_precision, cpu=cfg.cpu, gradient_accumulation_steps=1, project_dir=str(self.out)
+        self.acc = make_accelerator(
+            cpu=cfg.cpu,
+            mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            project_dir=self.out,
         )
         # Before anything is written: a new run never mixes into another one's folder, a resume continues
         # the same run (the saved config.yaml must match, RESUME_MAY_DIFFER aside).
@@ -362,81 +396,31 @@ class LoraTrainer:
             save_config(dataclasses.replace(cfg, overwrite_output_dir=False), self.out)
         if not hasattr(self, "parts"):
             self.setup()
-        state: dict[str, Any] = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "history": []}
-        if cfg.resume_from_checkpoint:
-            ckpt = resolve_resume(cfg.resume_from_checkpoint, self.ckpt_root)
-            if ckpt is None:
-                if self.continues_a_run:
-                    self.log(f"no checkpoint in {self.ckpt_root} to resume from yet: starting from scratch")
-            else:
-                state = load_checkpoint(ckpt, self.trainable, self.optimizer, self.lr_scheduler)
-                self.log(f"resumed from {ckpt} (step {state['global_step']}, epoch {state['epoch'] + 1})")
+        loop = TrainingLoop(
+            acc,
+            LoopSettings(
+                seed=cfg.seed,
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                max_grad_norm=cfg.max_grad_norm,
+                checkpointing_steps=cfg.checkpointing_steps,
+                checkpoints_total_limit=cfg.checkpoints_total_limit,
+                resume_from_checkpoint=cfg.resume_from_checkpoint,
+            ),
+            ckpt_root=self.ckpt_root,
+            models=[self.unet, *(self.text_encoders if cfg.train_text_encoder else [])],
+            checkpoint_module=self.trainable,
+            params=list(self.trainable.parameters()),
+            optimizer=self.optimizer,
+            scheduler=self.lr_scheduler,
+            total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            log=self.log,
+        )
+        state = loop.resume(loop.new_state(), self.continues_a_run)
         self.timings["setup_s"] = time.perf_counter() - t_start
         self.step_times: list[float] = []
-        from vlgen.progress import make_progress
-
-        params = list(self.trainable.parameters())
-        gas = cfg.gradient_accumulation_steps
-        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.unet.train()
-        running: list[float] = []
-        done = state["global_step"] >= self.total_steps
-        t_step = self.timings["loop_start"] = time.perf_counter()
-        with make_progress() as progress:
-            task = progress.add_task("training", total=self.total_steps, completed=state["global_step"])
-            for epoch in range(state["epoch"], epochs):
-                if done:
-                    break
-                batches = bucketed_batches(self.data.bucket_of, self.global_batch, cfg.seed, epoch)
-                start = state["batch_in_epoch"] if epoch == state["epoch"] else 0
-                for b in range(start, len(batches)):
-                    shard = batches[b][acc.process_index :: acc.num_processes] or batches[b][:1]
-                    last_micro = (b + 1) % gas == 0 or b + 1 == len(batches)
-                    sync = contextlib.nullcontext() if last_micro else acc.no_sync(self.unet)
-                    with sync, acc.autocast():
-                        loss = self.loss(shard, step_generator(cfg.seed, epoch, b))
-                        acc.backward(loss / gas)
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise NonFiniteError(
-                            f"the loss became {value} at step {state['global_step'] + 1} (epoch {epoch}, batch {b}). "
-                            f"With fp16: {FP16_VAE_HINT}; otherwise lower --learning-rate (now {cfg.learning_rate})"
-                        )
-                    running.append(value)
-                    if not last_micro:
-                        continue
-                    if cfg.max_grad_norm:
-                        self._clip_grad_norm(params)
-                    self.optimizer.step()
-                    self.lr_scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    state["global_step"] += 1
-                    state["epoch"], state["batch_in_epoch"] = epoch, b + 1
-                    step = state["global_step"]
-                    now = time.perf_counter()
-                    self.step_times.append(now - t_step)
-                    t_step = now
-                    lr = self.lr_scheduler.get_last_lr()[0]
-                    row = {
-                        "step": step,
-                        "epoch": epoch + (b + 1) / len(batches),
-                        "train_loss": sum(running) / len(running),
-                    }
-                    row["lr"] = lr
-                    running = []
-                    state["history"].append(row)
-                    progress.update(
-                        task, advance=1, description=f"epoch {epoch + 1}/{epochs} loss {row['train_loss']:.4f}"
-                    )
-                    if cfg.validation_prompt and cfg.validation_steps and step % cfg.validation_steps == 0:
-                        self.validate(f"step-{step:06d}")
-                    if step % cfg.checkpointing_steps == 0:
-                        self._checkpoint(step, state)
-                    if step >= self.total_steps:
-                        done = True
-                        break
-                else:
-                    state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        self._t_step = self.timings["loop_start"] = time.perf_counter()
+        state = loop.run(_LoraTask(self), state)
         acc.wait_for_everyone()
         release_memory()  # the last step's activations, before the outputs (matplotlib, validation) load
         summary: dict[str, Any] = {}
@@ -458,11 +442,6 @@ class LoraTrainer:
             torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm, foreach=True)
         else:  # DeepSpeed, FSDP, XLA: accelerate knows how
             acc.clip_grad_norm_(params, self.cfg.max_grad_norm)
-
-    def _checkpoint(self, step: int, state: dict) -> None:
-        if self.acc.is_main_process:
-            save_checkpoint(self.ckpt_root, step, self.trainable, self.optimizer, self.lr_scheduler, state)
-            rotate_checkpoints(self.ckpt_root, self.cfg.checkpoints_total_limit)
 
     # ------------------------------------------------------------------------------------------- inference
     def pipeline(self):

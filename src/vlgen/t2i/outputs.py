@@ -12,29 +12,13 @@ checkpoints/checkpoint-N/                resumable state (--checkpointing-steps)
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlgen.fileio import write_json
+from vlgen.training.loop import write_history
 
 if TYPE_CHECKING:
     from vlgen.t2i.lora_trainer import LoraTrainer
-
-
-def write_history(out: Path, history: list[dict]) -> None:
-    if not history:
-        return
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = out / ".history.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-    tmp.replace(out / "history.csv")
-    from vlgen.report.curves import plot_learning_curves
-
-    plot_learning_curves(history, out / "curves.png", title="DreamBooth-LoRA training loss")
 
 
 def write_outputs(trainer: LoraTrainer, state: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -50,7 +34,7 @@ def write_outputs(trainer: LoraTrainer, state: dict[str, Any], seconds: float) -
     if cfg.export_format == "kohya":
         meta = {"ss_output_name": out.name, "ss_training_comment": f"trigger: {cfg.instance_prompt}"}
         files.append(save_kohya_lora(out, models, meta).name)
-    write_history(out, state["history"])
+    write_history(out, state["history"], title="DreamBooth-LoRA training loss")
 
     prompt = cfg.validation_prompt or cfg.instance_prompt
     paths = trainer.validate("final", prompt)
@@ -79,6 +63,7 @@ def write_outputs(trainer: LoraTrainer, state: dict[str, Any], seconds: float) -
         "setup_s": round(trainer.timings.get("setup_s", 0.0), 3),
         "caches_s": round(trainer.timings.get("caches_s", 0.0), 3),
         "mean_step_s": round(sum(times) / len(times), 4) if times else None,
+        "num_processes": trainer.acc.num_processes,
     }
     write_json(out / "train_summary.json", summary)
     return summary
