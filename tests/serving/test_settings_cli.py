@@ -66,3 +66,34 @@ def test_cli_refuses_public_host_without_key_as_a_process() -> None:
     assert proc.returncode == 1
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "refusing to bind 0.0.0.0" in lines[0], proc.stderr
+
+
+def test_serve_options_are_the_settings_fields(monkeypatch, capsys) -> None:
+    """`vlgen serve`'s options are generated from ServeSettings: each field (but the caption request limits)
+    is an option with the dataclass default, and what is given reaches the app (the key also from the env)."""
+    import dataclasses
+
+    import typer
+    import uvicorn
+
+    import vlgen.serving.app
+    from vlgen.cli import app
+    from vlgen.cli.serve import NOT_OPTIONS
+
+    cmd = typer.main.get_command(app).commands["serve"]
+    options = {p.name: p for p in cmd.params if p.name != "help"}
+    fields = [f for f in dataclasses.fields(ServeSettings) if f.name not in NOT_OPTIONS]
+    assert list(options) == [f.name for f in fields] + ["log_level"]
+    for f in fields:
+        assert options[f.name].opts == [f"--{f.name.replace('_', '-')}"]
+        if f.default is not None:
+            assert f"[default: {f.default}]" in options[f.name].help, f.name
+
+    seen = {}
+    monkeypatch.setattr(vlgen.serving.app, "create_app", lambda settings: seen.setdefault("settings", settings))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.setdefault("log_level", kw.get("log_level")))
+    monkeypatch.setenv("VLGEN_API_KEY", "k" * 24)
+    argv = ["serve", "--host", "0.0.0.0", "--port", "0", "--max-wait-ms", "5", "--max-steps", "7"]
+    assert main([*argv, "--log-level", "warning"]) == 0
+    assert seen["settings"] == ServeSettings(host="0.0.0.0", port=0, api_key="k" * 24, max_wait_ms=5.0, max_steps=7)
+    assert seen["log_level"] == "warning"

@@ -38,21 +38,39 @@ def _choices(tp) -> tuple[str, ...]:
     return tuple(map(str, typing.get_args(tp))) if typing.get_origin(tp) is typing.Literal else ()
 
 
-def with_dataclass_options(cls: type, help: dict[str, str] | None = None) -> Callable:
-    """Decorator: `f(config_file, **overrides)` gets `--config` plus one option per field of `cls`."""
+def with_dataclass_options(
+    cls: type,
+    help: dict[str, str] | None = None,
+    *,
+    config_option: bool = True,
+    exclude: tuple[str, ...] = (),
+    envvars: dict[str, str] | None = None,
+    extra: tuple[inspect.Parameter, ...] = (),
+) -> Callable:
+    """Decorator: `f(config_file, **overrides)` gets `--config` plus one option per field of `cls`.
+
+    `config_option=False`: no `--config` (`f` gets `config_file=None`); `exclude`: fields that are not options;
+    `envvars`: field -> environment variable read when the option is not given; `extra`: more (keyword-only)
+    parameters that are not fields of `cls`, passed to `f` among the overrides.
+    """
     hints = typing.get_type_hints(cls)
     help = help or {}
+    envvars = envvars or {}
 
     def decorate(f: Callable) -> Callable:
-        params = [
-            inspect.Parameter(
-                "config_file",
-                inspect.Parameter.KEYWORD_ONLY,
-                default=typer.Option(None, "--config", help="yaml recipe; CLI options override it."),
-                annotation=Path | None,
+        params = []
+        if config_option:
+            params.append(
+                inspect.Parameter(
+                    "config_file",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=typer.Option(None, "--config", help="yaml recipe; CLI options override it."),
+                    annotation=Path | None,
+                )
             )
-        ]
         for fld in dataclasses.fields(cls):
+            if fld.name in exclude:
+                continue
             tp = hints[fld.name]
             flag = fld.name.replace("_", "-")
             default = fld.default if fld.default is not dataclasses.MISSING else None
@@ -69,13 +87,16 @@ def with_dataclass_options(cls: type, help: dict[str, str] | None = None) -> Cal
                 inspect.Parameter(
                     fld.name,
                     inspect.Parameter.KEYWORD_ONLY,
-                    default=typer.Option(None, *decls, help=text, show_default=False, metavar=metavar),
+                    default=typer.Option(
+                        None, *decls, help=text, show_default=False, metavar=metavar, envvar=envvars.get(fld.name)
+                    ),
                     annotation=_annotation(tp),
                 )
             )
+        params.extend(extra)
 
         def wrapper(**kwargs):
-            config_file = kwargs.pop("config_file")
+            config_file = kwargs.pop("config_file", None)
             return f(config_file, **kwargs)
 
         wrapper.__signature__ = inspect.Signature(params)

@@ -1,5 +1,9 @@
 """`ServeSettings`: everything `vlgen serve` can be told, with its defaults written once.
 
+`vlgen serve`'s options are generated from these fields, in this order (`vlgen.cli.serve`), except the
+caption request defaults and limits (num_beams, max_new_tokens, max_num_beams, max_new_tokens_limit), which
+only the Python API sets.
+
 `check()` validates the whole thing before any model is loaded, so a bad flag costs nothing and says which
 flag and value are wrong. The security rule lives here too: binding anything but loopback needs an API key.
 """
@@ -21,12 +25,13 @@ class ServeSettings:
     t2i_base: str | None = None  # SDXL base; None = /v1/generate answers 501 "not enabled"
     lora: str | None = None  # as `vlgen generate --lora`: output dir or .safetensors; scaled per request
     vae: str | None = None  # as `vlgen generate --vae`: a separate VAE for t2i_base; None / "none" = the base's own
-    device: str | None = None  # None = cuda when available, else cpu
-    num_threads: int | None = None  # torch intra-op CPU threads; None = torch's default (one per core)
     # network
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
+    # compute
+    device: str | None = None  # None = cuda when available, else cpu
+    num_threads: int | None = None  # torch intra-op CPU threads; None = torch's default (one per core)
     # micro-batching of captions (max_batch_size 1 = batching off)
     max_batch_size: int = 8
     max_wait_ms: float = 10.0
