@@ -113,3 +113,52 @@ def test_generate_types_are_strict() -> None:
         assert r.status_code == 422, r.text
         assert r.json()["error"]["param"] == field and field in r.json()["error"]["message"]
     assert fine.status_code == 501  # an int for a float field is still fine; then: not enabled
+
+
+class FakeTextToImage:
+    """Records what /v1/generate asks of the model; answers a blank image of the asked (or native) size."""
+
+    base, lora, default_size = "fake-sdxl", "fake-lora", 64
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def generate(self, prompt, params, should_stop=lambda: False):
+        from PIL import Image
+
+        self.calls.append((prompt, params))
+        return Image.new("RGB", (params.width or self.default_size, params.height or self.default_size))
+
+
+def test_generate_request_defaults_and_limits_come_from_generation_params() -> None:
+    """The body model is built from `GenerationParams` (defaults, request limits) with the server's narrower
+    --max-steps/--max-side on top, and a body maps field for field onto the dataclass the model gets."""
+    import dataclasses
+
+    from vlgen.t2i.generate import GenerationParams
+
+    t2i = FakeTextToImage()
+    app = create_app(ServeSettings(max_steps=50, max_side=512), captioner=FakeCaptioner(), t2i=t2i)
+    props = app.openapi()["components"]["schemas"]["GenerateRequest"]["properties"]
+    assert set(props) == {f.name for f in dataclasses.fields(GenerationParams)} | {"prompt", "response_format"}
+    assert props["num_inference_steps"]["default"] == GenerationParams.num_inference_steps
+    assert props["num_inference_steps"]["maximum"] == 50
+    assert props["guidance_scale"] == {
+        "type": "number", "minimum": 0.0, "maximum": 30.0, "default": GenerationParams.guidance_scale,
+        "title": "Guidance Scale",
+    }  # fmt: skip
+    assert props["width"]["anyOf"][0] == {"type": "integer", "minimum": 64, "maximum": 512, "multipleOf": 8}
+
+    async def go(client):
+        default = await client.post("/v1/generate", json={"prompt": "a cat", "response_format": "b64_json"})
+        given = {"prompt": "a dog", "seed": 3, "num_inference_steps": 2, "guidance_scale": 7, "lora_scale": 0.5,
+                 "width": 128, "height": 96, "negative_prompt": "blur", "response_format": "b64_json"}  # fmt: skip
+        return default, await client.post("/v1/generate", json=given)
+
+    default, given = asyncio.run(_serve(app, go))
+    assert default.status_code == 200 and given.status_code == 200, (default.text, given.text)
+    assert t2i.calls[0] == ("a cat", GenerationParams(seed=default.json()["seed"]))
+    expected = GenerationParams(seed=3, num_inference_steps=2, guidance_scale=7.0, lora_scale=0.5, width=128, height=96,
+                                negative_prompt="blur")  # fmt: skip
+    assert t2i.calls[1] == ("a dog", expected)
+    assert given.json()["lora_scale"] == 0.5 and (given.json()["width"], given.json()["height"]) == (128, 96)
