@@ -2,8 +2,9 @@
 
 Output is JSONL, one `{"file_name", "caption"}` per image, appended (and fsync'd) batch by batch. Rerun on
 the same output file, images already there are skipped, so a run killed half-way and rerun yields every
-image exactly once. A bad image fails the run naming the file, or with `on_error="skip"` is listed in
-`OUT.skipped.jsonl` and counted - the rest of its batch is still captioned.
+image exactly once. A bad image fails the run naming the file once every image before it is captioned (so a
+rerun after fixing it loses nothing), or with `on_error="skip"` is listed in `OUT.skipped.jsonl` and counted -
+the rest of its batch is still captioned.
 
 `file_name` is the dataset-relative name for a dataset folder (so `vlgen evaluate captions --data` can
 join predictions to references), the folder-relative name for a plain folder, and the path as given for
@@ -213,6 +214,7 @@ def caption_images(
     num_processes: int = 1,
     echo=None,
     barrier: Callable[[], None] | None = None,
+    after_batch: Callable[[], None] | None = None,
     test_kill_after_rows: int | None = None,
 ) -> CaptionSummary:
     """Caption `items` into `out` (JSONL) or, with out=None, hand each row to `echo`.
@@ -222,6 +224,7 @@ def caption_images(
     captions items[process_index::num_processes] into its journal (see the module docstring), and process
     0 merges the journals into `out` once all are done (`summary.out_rows`). `out=None` (streaming) needs
     one process. With one process, journals a killed multi-process run left are honoured and merged too.
+    `after_batch` is called once each batch's rows are written (autocaption saves its metadata.jsonl there).
 
     `test_kill_after_rows` (tests only): after writing that many rows, this process writes half a row and
     SIGKILLs itself - what a kill mid-write leaves, at a deterministic point.
@@ -261,7 +264,7 @@ def caption_images(
             task = progress.add_task("captioning", total=len(todo))
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
-                good, images = [], []
+                good, images, bad = [], [], None
                 for name, path in batch:
                     try:
                         # The server decodes through the same call: one image, one caption from both.
@@ -269,7 +272,8 @@ def caption_images(
                         good.append(name)
                     except ImageLoadError as e:
                         if on_error == "fail":
-                            raise
+                            bad = e  # the images before it are captioned first, then the run fails
+                            break
                         summary.skipped.append({"file_name": name, "reason": e.reason})
                         if skip_path is not None:
                             skip_writer = skip_writer or JsonlAppender(skip_path)
@@ -283,6 +287,15 @@ def caption_images(
                         summary.captioned += 1
                         if writer and summary.captioned == test_kill_after_rows:
                             _kill_mid_write(writer)
+                if after_batch is not None:
+                    after_batch()
+                if bad is not None:
+                    raise ImageLoadError(
+                        f"{bad.reason}; the images before it are captioned. Fix or remove it and rerun, or pass "
+                        "--on-error skip to caption the rest and list it",
+                        path=bad.path,
+                        line=bad.line,
+                    ) from None
                 progress.advance(task, len(batch))
     finally:
         if writer:

@@ -7,9 +7,11 @@ prompt template with the trigger ("a 3D icon in the style of TOK, {caption}") an
 - Resumable: metadata.jsonl is rewritten (atomically) after every batch, so a killed run keeps what it
   wrote; rows already captioned are kept unless --overwrite. Rows remember which model and template made
   them (`caption_model`, `caption_template`), so an interrupted --overwrite run, rerun, does not redo them.
-- Images that fail to load are listed, never dropped silently: the good ones are captioned and written,
-  then the command fails naming the bad files - unless --on-error skip, which reports them and goes on.
-The captioner is reached only through `vlgen.captioning.registry` (t2i and captioning stay independent).
+- Captioning is `vlgen caption`'s (`vlgen.captioning.batch.caption_images`), bad images included: an image
+  that fails to load stops the run in one line naming it, once every image before it is captioned and
+  written - unless --on-error skip, which reports it and goes on.
+The captioner is reached only through captioning's public API (`registry`, `batch`): t2i and captioning
+stay independent.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, check_file_name, load_image
+from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, check_file_name
 from vlgen.data.records import check_inside
-from vlgen.errors import ConfigError, DataError, ImageLoadError
+from vlgen.errors import ConfigError, DataError
 from vlgen.fileio import check_output_file, read_jsonl_objects, write_jsonl
 
 PLACEHOLDER = "{caption}"
@@ -94,7 +96,7 @@ def autocaption(
         raise ConfigError(f"{root}: no such directory")
     if on_error not in ("fail", "skip"):
         raise ConfigError(f"--on-error must be 'fail' or 'skip', got {on_error!r}")
-    from vlgen.captioning.batch import resolve_batch_size
+    from vlgen.captioning.batch import caption_images, resolve_batch_size
 
     batch_size = resolve_batch_size(batch_size, num_beams)
     names = find_images(root)
@@ -120,37 +122,31 @@ def autocaption(
     result = AutocaptionResult(metadata=meta)
     todo = [n for n in names if not done(by_name[n])]
     result.kept = [r["file_name"] for r in rows if r["file_name"] not in set(todo)]
-    if todo:
-        from vlgen.captioning.registry import load_captioner
-        from vlgen.progress import make_progress
 
-        captioner = load_captioner(model, device=device)
-        with make_progress() as progress:
-            task = progress.add_task("captioning", total=len(todo))
-            for start in range(0, len(todo), batch_size):
-                chunk, images = [], []
-                for n in todo[start : start + batch_size]:
-                    try:
-                        images.append(load_image(root / n))
-                        chunk.append(n)
-                    except ImageLoadError as e:
-                        result.failed.append((n, e.reason))
-                if images:
-                    captions = captioner.generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens)
-                    for n, c in zip(chunk, captions, strict=True):
-                        by_name[n].update({caption_column: apply_template(template, c), "raw_caption": c,
-                                           "caption_model": model, "caption_template": template})  # fmt: skip
-                        result.captioned.append(n)
-                    write_jsonl(meta, _rows_to_write(rows, original, caption_column))
-                progress.advance(task, len(todo[start : start + batch_size]))
-    write_jsonl(meta, _rows_to_write(rows, original, caption_column))
-    if result.failed and on_error == "fail":
-        listed = "; ".join(f"{n} ({why})" for n, why in result.failed)
-        raise DataError(
-            f"{len(result.failed)} image(s) could not be read and were not captioned: {listed}. "
-            "Fix or remove them, or pass --on-error skip",
-            path=str(root),
-        )
+    def save() -> None:  # after every batch, so a killed run keeps what it captioned
+        write_jsonl(meta, _rows_to_write(rows, original, caption_column))
+
+    def take(row: dict) -> None:  # one {"file_name", "caption"} row from caption_images
+        n, c = row["file_name"], row["caption"]
+        by_name[n].update({caption_column: apply_template(template, c), "raw_caption": c,
+                           "caption_model": model, "caption_template": template})  # fmt: skip
+        result.captioned.append(n)
+
+    try:
+        if todo:
+            from vlgen.captioning.registry import load_captioner
+
+            captioner = load_captioner(model, device=device)
+            summary = caption_images(
+                captioner, [(n, root / n) for n in todo], None, batch_size=batch_size, num_beams=num_beams,
+                max_new_tokens=max_new_tokens, on_error=on_error, echo=take, after_batch=save,
+            )  # fmt: skip
+            result.failed = [(s["file_name"], s["reason"]) for s in summary.skipped]
+    except BaseException:
+        if result.captioned:  # a bad image (--on-error fail) or Ctrl-C: keep the images captioned before it
+            save()
+        raise
+    save()
     return result
 
 
