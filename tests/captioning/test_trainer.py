@@ -168,7 +168,7 @@ def test_seed_recipes_carry_the_write_ups_settings():
     from vlgen.config import resolve_config
 
     blip = resolve_config(CaptionTrainConfig, "blip-diffusiondb")
-    assert (blip.epochs, blip.learning_rate, blip.lr_scheduler) == (10, 1e-4, "cosine_restarts")
+    assert (blip.epochs, blip.learning_rate, blip.lr_scheduler) == (10, 1e-4, "cosine_with_restarts")
     assert (blip.weight_decay, blip.gradient_accumulation_steps, blip.max_length) == (1e-6, 4, 128)
     vg = resolve_config(CaptionTrainConfig, "vit-gpt2-diffusiondb")
     assert (vg.epochs, vg.train_batch_size, vg.gradient_accumulation_steps, vg.learning_rate) == (6, 4, 2, 5e-5)

@@ -71,7 +71,10 @@ def test_top_level_summaries_name_what_each_group_holds(monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     ("command", "name", "stored"),
-    [("caption", "cosine-with-restarts", "cosine_restarts"), ("lora", "cosine-with-restarts", "cosine_with_restarts")],
+    [
+        ("caption", "cosine-with-restarts", "cosine_with_restarts"),
+        ("lora", "cosine-with-restarts", "cosine_with_restarts"),
+    ],
 )
 def test_readme_schedule_name_is_accepted(command, name, stored):
     from vlgen.captioning.train_config import CaptionTrainConfig

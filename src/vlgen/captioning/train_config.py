@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# "cosine_restarts" is CosineAnnealingWarmRestarts (period --restart-epochs); the README's "cosine-with-restarts"
-# and diffusers' spelling "cosine_with_restarts" name the same schedule and are stored as "cosine_restarts".
+# transformers' / diffusers' schedule names, with their meaning (vlgen.training.schedules): `constant` has no
+# warm-up, `constant_with_warmup` has one, `cosine_with_restarts` warms up too and restarts every
+# --restart-epochs. Hyphens work too (the README's "cosine-with-restarts"); "cosine_restarts", this command's
+# earlier name, stays accepted. All are stored with diffusers' spelling.
 SchedulerName = Literal[
-    "constant", "linear", "cosine", "cosine_restarts", "cosine-with-restarts", "cosine_with_restarts"
-]
-SCHEDULER_ALIASES = {"cosine-with-restarts": "cosine_restarts", "cosine_with_restarts": "cosine_restarts"}
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
+    "constant-with-warmup", "cosine-with-restarts", "cosine_restarts",
+]  # fmt: skip
+SCHEDULER_ALIASES = {"cosine_restarts": "cosine_with_restarts"}
 
 
 @dataclass
@@ -41,7 +44,7 @@ class CaptionTrainConfig:
     weight_decay: float = 0.0
     lr_scheduler: SchedulerName = "constant"
     lr_warmup_steps: int = 0
-    restart_epochs: int = 1  # T_0 of CosineAnnealingWarmRestarts, in epochs
+    restart_epochs: int = 1  # period of cosine_with_restarts, in epochs (after the warm-up)
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -75,7 +78,8 @@ class CaptionTrainConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        self.lr_scheduler = SCHEDULER_ALIASES.get(self.lr_scheduler, self.lr_scheduler)  # type: ignore[assignment]
+        name = self.lr_scheduler.replace("-", "_")
+        self.lr_scheduler = SCHEDULER_ALIASES.get(name, name)  # type: ignore[assignment]
 
 
 # Options that may change when a run is resumed (`--resume-from-checkpoint`): where and how long it runs, what

@@ -37,6 +37,8 @@ from vlgen.errors import ConfigError
 from vlgen.fileio import check_output_dir, normalise_modes, write_json, write_jsonl
 from vlgen.report.html import format_number
 from vlgen.training.loop import LoopSettings, TrainingLoop, TrainingTask, make_accelerator, write_history
+from vlgen.training.schedules import build_scheduler as build_lr_scheduler
+from vlgen.training.schedules import ignored_warmup, restarts_for_period
 
 
 def tensorboard_available() -> bool:
@@ -136,15 +138,11 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
 
 
 def build_scheduler(cfg: CaptionTrainConfig, optimizer, total_steps: int, steps_per_epoch: int):
-    from transformers import get_scheduler
-
-    if cfg.lr_scheduler == "cosine_restarts":
-        # Stepped once per optimiser step, so T_0 is in steps.
-        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=max(1, cfg.restart_epochs * steps_per_epoch)
-        )
-    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_scheduler]
-    return get_scheduler(name, optimizer, num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=total_steps)
+    """transformers' schedule `cfg.lr_scheduler`; cosine_with_restarts restarts every --restart-epochs epochs."""
+    num_cycles = restarts_for_period(cfg.restart_epochs * steps_per_epoch, total_steps, cfg.lr_warmup_steps)
+    return build_lr_scheduler(
+        cfg.lr_scheduler, optimizer, warmup_steps=cfg.lr_warmup_steps, total_steps=total_steps, num_cycles=num_cycles
+    )
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -363,6 +361,8 @@ class CaptionTrainer:
             lr=cfg.learning_rate,
         )
         scheduler = build_scheduler(cfg, optimizer, total_steps, steps_per_epoch)
+        if note := ignored_warmup(cfg.lr_scheduler, cfg.lr_warmup_steps):
+            self._log(f"[yellow]{note}[/]")
         model, optimizer = acc.prepare(cap.model, optimizer)
         raw_model = acc.unwrap_model(model)
 

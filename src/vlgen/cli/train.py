@@ -29,9 +29,10 @@ HELP = {
     "eval_batch_size": "images per validation batch.",
     "learning_rate": "AdamW learning rate.",
     "weight_decay": "AdamW weight decay.",
-    "lr_scheduler": "linear: warm-up then decay; cosine-with-restarts: CosineAnnealingWarmRestarts.",
-    "lr_warmup_steps": "linear warm-up steps of the schedule.",
-    "restart_epochs": "period of cosine-with-restarts in epochs.",
+    "lr_scheduler": "transformers' names: constant (no warm-up), constant_with_warmup, linear, cosine, "
+    "cosine_with_restarts (alias cosine_restarts); hyphens work too.",
+    "lr_warmup_steps": "linear warm-up steps of the schedule (every one but constant).",
+    "restart_epochs": "period of cosine_with_restarts in epochs (after the warm-up).",
     "gradient_accumulation_steps": "batches per optimiser step.",
     "max_grad_norm": "clip gradients to this norm (null in a yaml: no clipping).",
     "mixed_precision": "no, fp16 or bf16 (autocast; CUDA).",

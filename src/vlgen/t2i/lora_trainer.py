@@ -50,6 +50,7 @@ from vlgen.t2i.lora_data import (
     instance_examples,
 )
 from vlgen.training.loop import LoopSettings, TrainingLoop, TrainingTask, make_accelerator
+from vlgen.training.schedules import build_scheduler, ignored_warmup
 
 
 def check_config(cfg: LoraTrainConfig) -> None:
@@ -307,8 +308,6 @@ class LoraTrainer:
             self.text_encoders = [parts.text_encoder, parts.text_encoder_2]
 
     def _build_optimizer(self) -> None:
-        from diffusers.optimization import get_scheduler
-
         cfg = self.cfg
         unet_params = [p for p in self.parts.unet.parameters() if p.requires_grad]
         groups = [{"params": unet_params, "lr": cfg.learning_rate, "weight_decay": cfg.adam_weight_decay}]
@@ -331,10 +330,12 @@ class LoraTrainer:
         n_batches = len(bucketed_batches(self.data.bucket_of, self.global_batch, cfg.seed, 0))
         self.steps_per_epoch = math.ceil(n_batches / cfg.gradient_accumulation_steps)
         self.total_steps = cfg.max_train_steps or cfg.num_train_epochs * self.steps_per_epoch
-        self.lr_scheduler = get_scheduler(
-            cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.lr_warmup_steps,
-            num_training_steps=self.total_steps, num_cycles=cfg.lr_num_cycles, power=cfg.lr_power,
+        self.lr_scheduler = build_scheduler(
+            cfg.lr_scheduler, self.optimizer, warmup_steps=cfg.lr_warmup_steps, total_steps=self.total_steps,
+            num_cycles=cfg.lr_num_cycles, power=cfg.lr_power,
         )  # fmt: skip
+        if note := ignored_warmup(cfg.lr_scheduler, cfg.lr_warmup_steps):
+            self.log(f"[yellow]{note}[/]")
 
     @property
     def global_batch(self) -> int:
