@@ -193,3 +193,13 @@ def test_atomic_file_leaves_the_old_file_after_a_crash_and_gives_plain_modes(tmp
     assert path.read_bytes() == b"new"
     leftovers = [p.name for p in tmp_path.iterdir() if p != path]
     assert len(leftovers) == 1 and leftovers[0].endswith(".tmp")  # the killed writer's temp file, nothing else
+
+
+def test_the_lenient_jsonl_reader_keeps_objects_and_leaves_out_every_other_line(tmp_path):
+    from vlgen.fileio import parse_json_object, read_jsonl_objects_lenient
+
+    p = tmp_path / "skipped.jsonl"
+    p.write_bytes(b'{"a": 1}\n\n[1]\n"s"\n{"a": \xff}\n{"a": 2}\n{"file_na')  # the last line cut off by a kill
+    assert read_jsonl_objects_lenient(p) == [{"a": 1}, {"a": 2}]
+    assert read_jsonl_objects_lenient(p.read_bytes().split(b"\n")) == [{"a": 1}, {"a": 2}]
+    assert parse_json_object('{"x": 1}') == {"x": 1} and parse_json_object(b"[]") is None

@@ -285,11 +285,17 @@ class JsonlAppender:
         self.close()
 
 
-def _is_json_object(raw: bytes) -> bool:
+def parse_json_object(raw: bytes | str) -> dict | None:
+    """One JSONL line as a dict, or None when it is not one (not UTF-8, not JSON, not a JSON object)."""
     try:
-        return isinstance(json.loads(raw), dict)
+        obj = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _is_json_object(raw: bytes) -> bool:
+    return parse_json_object(raw) is not None
 
 
 def _repair_last_line(path: Path) -> None:
@@ -316,6 +322,14 @@ def _repair_last_line(path: Path) -> None:
             f.truncate(cut)
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_jsonl_objects_lenient(lines: str | os.PathLike | Iterable[bytes]) -> list[dict]:
+    """The JSON objects of a JSONL file (a path) or of its lines, every other line left out: for files only
+    vlgen writes, where such a line is one a kill cut off (see `read_jsonl_objects` for user input)."""
+    if isinstance(lines, (str, os.PathLike)):
+        lines = Path(lines).read_bytes().split(b"\n")
+    return [obj for raw in lines if (obj := parse_json_object(raw)) is not None]
 
 
 def read_jsonl_objects(path: str | os.PathLike) -> list[tuple[int, dict]]:

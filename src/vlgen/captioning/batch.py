@@ -31,7 +31,7 @@ from vlgen.captioning.base import Captioner
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image, load_records
 from vlgen.data.records import check_inside
 from vlgen.errors import DataError, ImageLoadError, VlgenError
-from vlgen.fileio import JsonlAppender, write_jsonl
+from vlgen.fileio import JsonlAppender, parse_json_object, read_jsonl_objects_lenient, write_jsonl
 from vlgen.progress import make_progress
 
 # Decoding sequences per forward pass when --batch-size is not given: 32 images greedy, 8 with 4 beams.
@@ -88,11 +88,8 @@ def collect_inputs(inputs: Sequence[str | Path], split: str | None = None) -> li
 
 def _is_caption_row(raw: bytes) -> str | None:
     """The file_name of a line `vlgen caption` wrote ({"file_name": str, "caption": str, ...}), else None."""
-    try:
-        row = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if isinstance(row, dict) and isinstance(row.get("file_name"), str) and isinstance(row.get("caption"), str):
+    row = parse_json_object(raw)
+    if row is not None and isinstance(row.get("file_name"), str) and isinstance(row.get("caption"), str):
         return row["file_name"]
     return None
 
@@ -182,24 +179,12 @@ def merge_journals(out: Path, items: Sequence[tuple[str, Path]]) -> int:
     write_jsonl(out, rows)
     if skip_journals:
         skip_out = out.with_suffix(".skipped.jsonl")
-        skipped = [r for p in [skip_out, *skip_journals] if p.is_file() for r in _json_rows(p)]
+        # a skip-list line a kill cut off is left out
+        skipped = [r for p in [skip_out, *skip_journals] if p.is_file() for r in read_jsonl_objects_lenient(p)]
         write_jsonl(skip_out, skipped)
     for p in [*journals, *skip_journals]:  # only after the merged copy is in place
         p.unlink(missing_ok=True)
     return len(rows)
-
-
-def _json_rows(path: Path) -> list[dict]:
-    """The JSON-object lines of a skip list (a line cut off by a kill is left out)."""
-    rows = []
-    for raw in path.read_bytes().split(b"\n"):
-        try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def caption_images(

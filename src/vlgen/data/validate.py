@@ -6,7 +6,6 @@ editors and CI logs can jump to it. Every image is fully decoded with the same l
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from vlgen.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_image
 from vlgen.data.records import DEFAULT_CAPTION_COLUMN, METADATA_NAME, iter_metadata_lines, parse_row
 from vlgen.errors import DataError, ImageLoadError
+from vlgen.fileio import parse_json_object, read_jsonl_objects_lenient
 
 
 @dataclass(frozen=True)
@@ -45,30 +45,15 @@ class ValidationReport:
         return f"{self.dataset_dir}: {self.n_rows} rows, {self.n_ok} valid ({splits}); {verdict}"
 
 
-def _objects(lines: list[tuple[int, bytes]]) -> list[dict]:
-    rows = []
-    for _, raw in lines:
-        try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def _file_name_of(raw: bytes) -> str | None:
-    try:
-        row = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    name = row.get("file_name") if isinstance(row, dict) else None
+    row = parse_json_object(raw)
+    name = row.get("file_name") if row is not None else None
     return PurePosixPath(name).as_posix() if isinstance(name, str) else None
 
 
 def _missing_caption_column(lines: list[tuple[int, bytes]], caption_column: str) -> str | None:
     """The one problem to report when no row has `caption_column` (the option names the wrong column)."""
-    rows = _objects(lines)
+    rows = read_jsonl_objects_lenient(raw for _, raw in lines)
     if not rows or any(caption_column in row for row in rows):
         return None
     columns = sorted({k for row in rows for k in row})

@@ -19,25 +19,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlgen.errors import ConfigError, DataError
+from vlgen.metrics.coco import COCO_KEYS  # light: pycocoevalcap is imported when scores are computed
 
-METRIC_KEYS = (
-    "BLEU-1",
-    "BLEU-2",
-    "BLEU-3",
-    "BLEU-4",
-    "METEOR",
-    "ROUGE-L",
-    "CIDEr",
-    "SPICE",
-    "sacreBLEU",
-    "ROUGE-1",
-    "ROUGE-2",
-    "BERTScore",
-    "combined",
-    "prompt_similarity",
-)
-# Groups the caller can select; "coco" is BLEU-1..4, METEOR, ROUGE-L, CIDEr (one PTB tokenization).
-METRIC_GROUPS = ("coco", "spice", "sacrebleu", "rouge", "bertscore", "combined", "prompt_similarity")
+# Groups the caller can select and the keys each computes, in report order; "coco" is BLEU-1..4, METEOR,
+# ROUGE-L, CIDEr (one PTB tokenization).
+METRIC_GROUP_KEYS: dict[str, tuple[str, ...]] = {
+    "coco": COCO_KEYS,
+    "spice": ("SPICE",),
+    "sacrebleu": ("sacreBLEU",),
+    "rouge": ("ROUGE-1", "ROUGE-2"),
+    "bertscore": ("BERTScore",),
+    "combined": ("combined",),
+    "prompt_similarity": ("prompt_similarity",),
+}
+METRIC_KEYS = tuple(key for keys in METRIC_GROUP_KEYS.values() for key in keys)
+METRIC_GROUPS = tuple(METRIC_GROUP_KEYS)
 DEFAULT_COMBINED_WEIGHTS = (0.65, 0.35)  # BERTScore, BLEU-4 - Bhatnagar et al., Eq. 1
 # Higher is better for every metric here, so "rank by" and "change" read the same way for all of them.
 
@@ -75,6 +71,12 @@ def check_caption_inputs(predictions: Sequence[Any], references: Sequence[Any]) 
         for r in refs:
             if not isinstance(r, str) or not r.strip():
                 raise DataError(f"item {i}: reference {r!r} is not a non-empty string")
+
+
+def metric_keys(groups: Iterable[str]) -> tuple[str, ...]:
+    """The METRIC_KEYS that `groups` compute, in METRIC_KEYS order."""
+    groups = set(groups)
+    return tuple(key for group, keys in METRIC_GROUP_KEYS.items() if group in groups for key in keys)
 
 
 def parse_metrics(spec: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlgen.errors import ConfigError
+from vlgen.metrics.text import metric_keys
 from vlgen.t2i.generate import GenerateSettings, check_settings
 
 # Beam width of the captioners: autocaption's default (captioning images for generation is its job too).
@@ -16,18 +17,7 @@ DEFAULT_NUM_BEAMS = 3
 DEFAULT_GENERATION_BATCH_SIZE = 4
 # The caption metric set of a round trip: what `vlgen evaluate captions` computes for these groups.
 CAPTION_METRIC_GROUPS = ("coco", "bertscore", "combined", "prompt_similarity")
-CAPTION_METRIC_KEYS = (
-    "BLEU-1",
-    "BLEU-2",
-    "BLEU-3",
-    "BLEU-4",
-    "METEOR",
-    "ROUGE-L",
-    "CIDEr",
-    "BERTScore",
-    "combined",
-    "prompt_similarity",
-)
+CAPTION_METRIC_KEYS = metric_keys(CAPTION_METRIC_GROUPS)  # BLEU-1..4, METEOR, ROUGE-L, CIDEr, BERTScore, ...
 PROMPT_IMAGE_KEYS = ("CLIP-T",)  # prompts direction: the generated image against its prompt
 PAIRED_IMAGE_KEYS = ("CLIP-I", "DINO", "Gram")  # images direction: a regeneration against its own original
 
