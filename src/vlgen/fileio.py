@@ -200,8 +200,7 @@ def replace_directory(src: str | os.PathLike, out: str | os.PathLike) -> Path:
     try:
         os.replace(src, out)  # step 2
     except BaseException:
-        if had_old:
-            os.replace(old, out)
+        recover_directory(out)  # puts the old copy back (whatever another writer of `out` did meanwhile)
         raise
     _fsync(out.parent)
     if had_old:
