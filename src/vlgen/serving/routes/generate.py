@@ -75,7 +75,9 @@ def request_model(settings: ServeSettings) -> type[BaseModel]:
         )
         guidance_scale: float = _param("guidance_scale")
         lora_scale: float | None = _param(
-            "lora_scale", None, description="LoRA strength; only with --lora (default 1.0), 0 = base model"
+            "lora_scale",
+            None,
+            description=f"LoRA strength; only with --lora (default {GenerationParams.lora_scale}), 0 = base model",
         )
         width: int | None = _param("width", le=settings.max_side, description="None: native")
         height: int | None = _param("height", le=settings.max_side, description="None: native")
@@ -143,7 +145,7 @@ def router(state: ServerState) -> APIRouter:
             log.exception("generation failed for %r with %s", body.prompt, params)
             raise APIError(500, "generation failed (the error is in the server log)") from None
         elapsed = time.perf_counter() - t0
-        lora_scale = (1.0 if body.lora_scale is None else body.lora_scale) if t2i.lora else None
+        lora_scale = params.lora_scale if t2i.lora else None
         if body.response_format == "png":
             return Response(png, media_type="image/png", headers={"X-Seed": str(seed)})
         return {
