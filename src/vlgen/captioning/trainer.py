@@ -202,11 +202,34 @@ def best_score(metrics: dict[str, float], name: str, val_loss: float | None) -> 
 
 
 # ----------------------------------------------------------------------------------------------- trainer
+class _Wrapped:
+    """The captioner's model as its own methods see it (attributes such as `dtype` and `config` of the model),
+    whose calls go through accelerate's wrapper (DDP): the forward of `Captioner.loss` must, or the processes'
+    gradients are never averaged and each process trains a model of its own."""
+
+    def __init__(self, wrapped: torch.nn.Module, raw: torch.nn.Module) -> None:
+        self._wrapped, self._raw = wrapped, raw
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrapped(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
 class _CaptionTask(TrainingTask):
     """What is particular to captioning in the shared loop: samples, their batches, the captioner's loss."""
 
-    def __init__(self, trainer: CaptionTrainer, samples: list[Sample], feats: torch.Tensor | None, global_batch: int):
+    def __init__(
+        self,
+        trainer: CaptionTrainer,
+        samples: list[Sample],
+        feats: torch.Tensor | None,
+        global_batch: int,
+        model: torch.nn.Module,
+    ):
         self.trainer, self.samples, self.feats, self.global_batch = trainer, samples, feats, global_batch
+        self.model = model  # as accelerate prepared it
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         return epoch_batches(len(self.samples), self.global_batch, self.trainer.cfg.seed, epoch)
@@ -221,7 +244,15 @@ class _CaptionTask(TrainingTask):
         return cap.collate([load_image(self.trainer.train_records[i].path) for i in imgs], caps, cfg.max_length)
 
     def loss(self, batch: dict, epoch: int, b: int) -> torch.Tensor:
-        return self.trainer.captioner.loss(batch)
+        cap = self.trainer.captioner
+        if self.model is cap.model:  # one process: nothing wraps it
+            return cap.loss(batch)
+        raw = cap.model
+        cap.model = _Wrapped(self.model, raw)
+        try:
+            return cap.loss(batch)
+        finally:
+            cap.model = raw
 
     def after_step(self, step: int, row: dict[str, Any], state: dict[str, Any]) -> None:
         self.accelerator.log({"train/loss": row["train_loss"], "train/lr": row["lr"]}, step=step)
@@ -242,6 +273,7 @@ class CaptionTrainer:
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
             project_dir=self.out,
+            find_unused_parameters=not cfg.gradient_checkpointing,
         )
         # Before anything is written: a new run never mixes into another one's folder, a resume continues
         # the same run (the saved config.yaml must match, RESUME_MAY_DIFFER aside).
@@ -391,7 +423,7 @@ class CaptionTrainer:
         state = loop.resume(state, self.continues_a_run)
         if cfg.report_to == "tensorboard":
             acc.init_trackers("vlgen-caption")
-        state = loop.run(_CaptionTask(self, samples, train_feats, global_batch), state)
+        state = loop.run(_CaptionTask(self, samples, train_feats, global_batch, model), state)
 
         acc.wait_for_everyone()
         summary: dict[str, Any] = {}

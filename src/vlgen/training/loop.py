@@ -49,10 +49,15 @@ def make_accelerator(
     gradient_accumulation_steps: int,
     project_dir: str | Path,
     log_with: str | None = None,
+    find_unused_parameters: bool = False,
 ):
     """The Accelerator of a training run. Without CUDA it is asked for the CPU: only then does it see a CPU
-    launch of several processes (`torchrun --nproc_per_node 2`, gloo); otherwise each process would train alone."""
+    launch of several processes (`torchrun --nproc_per_node 2`, gloo); otherwise each process would train alone.
+
+    `find_unused_parameters`: DDP's option, for models with trainable parameters a forward may not use (the
+    pooler of a ViT encoder in ViT-GPT2); as transformers' Trainer, leave it off with gradient checkpointing."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     return Accelerator(
         cpu=cpu or not torch.cuda.is_available(),
@@ -60,6 +65,7 @@ def make_accelerator(
         gradient_accumulation_steps=gradient_accumulation_steps,
         log_with=log_with,
         project_dir=str(project_dir),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
 
 
@@ -240,6 +246,14 @@ class TrainingLoop:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())
 
+    def _mean_over_processes(self, value: float) -> float:
+        """The step's loss over the whole global batch, not only this process's shard."""
+        if self.acc.num_processes == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.acc.device)
+        torch.distributed.all_reduce(t)
+        return float(t.item() / self.acc.num_processes)
+
     def checkpoint(self, step: int, state: dict[str, Any]) -> None:
         """Every process's RNG streams to rank 0, which writes checkpoint-STEP and drops the oldest."""
         if not self.checkpoints:
@@ -327,7 +341,7 @@ class TrainingLoop:
                 row = {
                     "step": step,
                     "epoch": epoch + (b + 1) / len(batches),
-                    "train_loss": sum(running) / len(running),
+                    "train_loss": self._mean_over_processes(sum(running) / len(running)),
                     "lr": self.scheduler.get_last_lr()[0],
                 }
                 running = []
