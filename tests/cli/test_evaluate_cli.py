@@ -11,8 +11,10 @@ from PIL import Image
 
 from vlgen.cli import main
 
+# CLIPScore/RefCLIPScore are None unless --clip-model (issue #18 item 4)
 KEYS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE", "sacreBLEU", "ROUGE-1",
-        "ROUGE-2", "BERTScore", "combined", "prompt_similarity", "n", "settings"]  # fmt: skip
+        "ROUGE-2", "BERTScore", "combined", "prompt_similarity", "CLIPScore", "RefCLIPScore", "n",
+        "settings"]  # fmt: skip
 ROWS = [
     {
         "id": "1",

@@ -40,18 +40,66 @@ def _weights(text: str) -> tuple[float, float]:
     return a, b
 
 
+def _caption_images(pred: Path, items, images_dir: Path | None) -> list[Path]:
+    """The image of each item (joined from --data, else --images/file_name), header-checked now, before CLIP
+    loads: a missing or broken file stops the run in one line naming it."""
+    from vlgen.errors import DataError
+    from vlgen.report.images import probe_all
+
+    paths = []
+    for it in items:
+        path = it.image
+        if path is None and images_dir is not None and it.file_name is not None:
+            path = images_dir / it.file_name
+        if path is None:
+            need = "a 'file_name' and --images DIR" if images_dir is None else "a 'file_name' (relative to --images)"
+            raise DataError(
+                f"CLIPScore needs each caption's image: this line has none (give it {need}, or --data DIR)",
+                path=str(pred),
+                line=it.line,
+            )
+        paths.append(path)
+    probe_all(paths)
+    return paths
+
+
+def _references_or_none(pred: Path, items) -> list[list[str]] | None:
+    """Every item's references, or None when no item has any (reference-free); some but not all is an error."""
+    from vlgen.errors import DataError
+
+    missing = [it for it in items if not it.references]
+    if missing and len(missing) < len(items):
+        first = next(it for it in items if it.references)
+        raise DataError(
+            f"no 'references' on this line but line {first.line} has them: give every line references or none",
+            path=str(pred),
+            line=missing[0].line,
+        )
+    return None if missing else [it.references for it in items]
+
+
 def _score_file(
-    pred: Path, *, data, split, caption_column, metrics, bertscore_model, bertscore_layers, weights, device
-):
+    pred: Path, *, data, split, caption_column, metrics, bertscore_model, bertscore_layers, weights, device,
+    clip_model=None, images_dir=None,
+):  # fmt: skip
     from vlgen.metrics import compute_caption_metrics, parse_metrics
     from vlgen.report.predictions import read_predictions
 
     groups = parse_metrics(metrics)  # before reading: a typo in --metrics should not wait for a big file
-    items = read_predictions(pred, data_dir=data, split=split, caption_column=caption_column)
+    items = read_predictions(
+        pred, data_dir=data, split=split, caption_column=caption_column, require_references=clip_model is None
+    )
+    image_files = None
+    if clip_model is not None:
+        from vlgen.report.images import ImageFiles
+
+        image_files = ImageFiles(_caption_images(pred, items, images_dir))
     scores = compute_caption_metrics(
         [it.prediction for it in items],
-        [it.references for it in items],
+        _references_or_none(pred, items),
         metrics=groups,
+        images=image_files,
+        clip_model=clip_model,
         bertscore_model=bertscore_model,
         bertscore_num_layers=bertscore_layers,
         combined_weights=weights,
@@ -61,6 +109,8 @@ def _score_file(
     scores.settings["input"] = str(pred)
     if data is not None:
         scores.settings["data"] = {"dir": str(data), "split": split, "caption_column": caption_column}
+    if images_dir is not None:
+        scores.settings["images"] = str(images_dir)
     return items, scores
 
 
@@ -95,20 +145,37 @@ def captions(
     ),
     rank_by: str | None = typer.Option(None, "--rank-by", help="Metric for best/worst examples (default combined)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="How many best and worst examples."),
-    device: str = typer.Option("cpu", "--device", help="Device for BERTScore / sentence embeddings."),
+    device: str = typer.Option("cpu", "--device", help="Device for BERTScore / sentence embeddings / CLIP."),
+    clip_model: str | None = typer.Option(
+        None,
+        "--clip-model",
+        help="CLIP model dir or hub id (e.g. openai/clip-vit-base-patch32): adds CLIPScore, reference-free, and "
+        "RefCLIPScore where references exist (Hessel et al. 2021; not CLIP-T of `evaluate images`). Images "
+        "come from --data or --images.",
+    ),
+    images_dir: Path | None = typer.Option(
+        None,
+        "--images",
+        help="Folder the lines' 'file_name' is relative to (CLIPScore without --data; lines may then lack "
+        "'references').",
+    ),
 ) -> None:
     """Score predictions against references: BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE, sacreBLEU, ROUGE-1/2,
-    BERTScore, combined (0.65 BERTScore + 0.35 BLEU-4) and prompt similarity."""
+    BERTScore, combined (0.65 BERTScore + 0.35 BLEU-4) and prompt similarity; with --clip-model also CLIPScore
+    (no references needed) and RefCLIPScore."""
     from vlgen.hub import name_model_options
 
-    name_model_options(bertscore="--bertscore-model")
+    name_model_options(bertscore="--bertscore-model", clip="--clip-model")
+    if images_dir is not None and clip_model is None:
+        raise ConfigError("--images is for CLIPScore: pass --clip-model too")
     if out_dir is not None:  # before scoring (BERTScore can take minutes), not after
         from vlgen.fileio import check_output_dir
 
         check_output_dir(out_dir, "--out")
     items, scores = _score_file(
         pred, data=data, split=split, caption_column=caption_column, metrics=metrics, bertscore_model=bertscore_model,
-        bertscore_layers=bertscore_layers, weights=_weights(combined_weights), device=device,
+        bertscore_layers=bertscore_layers, weights=_weights(combined_weights), device=device, clip_model=clip_model,
+        images_dir=images_dir,
     )  # fmt: skip
     if out_dir is not None:
         from vlgen.report.captions import write_caption_report
@@ -130,6 +197,10 @@ def captions(
     bs = scores.settings.get("bertscore")
     if bs:
         out.print(f"BERTScore model: {bs['name']} (layer {bs['num_layers']}, {bs['source']})", markup=False)
+    cs = scores.settings.get("clipscore")
+    if cs:
+        out.print(f"CLIPScore model: {cs['model']} ({cs['source']}; {cs['w']} * max(cos, 0), text prefixed "
+                  f"{cs['prefix']!r})", markup=False)  # fmt: skip
 
 
 @app.command("compare")

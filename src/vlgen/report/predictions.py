@@ -79,24 +79,29 @@ def read_predictions(
     data_dir: str | os.PathLike | None = None,
     split: str | None = None,
     caption_column: str = "text",
+    require_references: bool = True,
 ) -> list[CaptionItem]:
-    """Items to score, in file order. With `data_dir`, references (and images) come from the dataset."""
+    """Items to score, in file order. With `data_dir`, references (and images) come from the dataset.
+    `require_references=False` (reference-free CLIPScore): a line without `data_dir` may lack 'references'
+    (its item gets []) and may name its caption 'caption', as `vlgen caption` writes it."""
     path = Path(path)
     rows = _lines(path)
     if data_dir is None:
         items = []
         for no, row in rows:
-            if "prediction" not in row:
+            key = "prediction" if "prediction" in row or require_references else "caption"
+            if key not in row:
                 hint = " (lines with 'caption' are `vlgen caption` output: pass --data DIR to join references)"
-                raise DataError("missing 'prediction'" + (hint if "caption" in row else ""), path=str(path), line=no)
-            if "references" not in row:
+                hint = hint if "caption" in row else "" if require_references else " (or 'caption')"
+                raise DataError("missing 'prediction'" + hint, path=str(path), line=no)
+            if "references" not in row and require_references:
                 raise DataError(
                     "missing 'references' (or pass --data DIR to take them from a dataset)", path=str(path), line=no
                 )
             items.append(
                 CaptionItem(
-                    prediction=_text(row, "prediction", path, no),
-                    references=_references(row, path, no),
+                    prediction=_text(row, key, path, no),
+                    references=_references(row, path, no) if "references" in row else [],
                     line=no,
                     id=None if row.get("id") is None else str(row["id"]),
                     file_name=_optional_str(row, "file_name", path, no),
