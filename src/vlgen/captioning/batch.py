@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlgen.captioning.base import Captioner
-from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image, load_records
+from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_records
 from vlgen.data.records import check_inside
+from vlgen.data.shards import ShardSample, list_samples, load_sample_image
 from vlgen.errors import DataError, ImageLoadError, VlgenError
 from vlgen.fileio import JsonlAppender, parse_json_object, read_jsonl_objects_lenient, write_jsonl
 from vlgen.progress import make_progress
@@ -60,12 +61,18 @@ class CaptionSummary:
     out_rows: int | None = None  # rows in `out` after process 0 merged the journals into it
 
 
-def collect_inputs(inputs: Sequence[str | Path], split: str | None = None) -> list[tuple[str, Path]]:
-    """(file_name, path) for image files, image folders (recursively, sorted) and dataset folders."""
-    items: list[tuple[str, Path]] = []
+def collect_inputs(
+    inputs: Sequence[str | Path], split: str | None = None, image_column: str | None = None
+) -> list[tuple[str, Path | ShardSample]]:
+    """(file_name, path) for image files, image folders (recursively, sorted) and dataset folders;
+    (key, sample) for WebDataset shards and parquet (vlgen.data.shards; `image_column` picks the image)."""
+    items: list[tuple[str, Path | ShardSample]] = []
     for raw in inputs:
         p = Path(raw)
-        if p.is_dir() and (p / METADATA_NAME).is_file():
+        samples = list_samples(raw, image_column=image_column)  # None: not shards or parquet
+        if samples is not None:
+            items += [(s.key, s.ref) for s in samples]
+        elif p.is_dir() and (p / METADATA_NAME).is_file():
             items += [(r.file_name, r.path) for r in load_records(p, split=split)]
         elif p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
@@ -78,7 +85,7 @@ def collect_inputs(inputs: Sequence[str | Path], split: str | None = None) -> li
             items.append((str(raw), p))
         else:
             raise DataError("no such file or folder", path=str(p))
-    seen: dict[str, Path] = {}
+    seen: dict[str, Path | ShardSample] = {}
     for name, path in items:
         if name in seen and seen[name] != path:
             raise DataError(f"two inputs share the file_name {name!r} ({seen[name]} and {path}); caption them apart")
@@ -156,7 +163,7 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?[])", r"[\1]", text)
 
 
-def merge_journals(out: Path, items: Sequence[tuple[str, Path]]) -> int:
+def merge_journals(out: Path, items: Sequence[tuple[str, Path | ShardSample]]) -> int:
     """Fold every journal beside `out` (and its skip list) into `out` and `OUT.skipped.jsonl`; remove them.
 
     One atomic rewrite of `out` (a kill leaves the old output and the journals, which the next run merges):
@@ -189,7 +196,7 @@ def merge_journals(out: Path, items: Sequence[tuple[str, Path]]) -> int:
 
 def caption_images(
     captioner: Captioner,
-    items: Sequence[tuple[str, Path]],
+    items: Sequence[tuple[str, Path | ShardSample]],
     out: Path | None,
     batch_size: int | None = None,
     num_beams: int = 1,
@@ -253,13 +260,16 @@ def caption_images(
                 for name, path in batch:
                     try:
                         # The server decodes through the same call: one image, one caption from both.
-                        images.append(load_image(path, input_size=getattr(captioner, "input_size", None)))
+                        images.append(load_sample_image(path, input_size=getattr(captioner, "input_size", None)))
                         good.append(name)
                     except ImageLoadError as e:
                         if on_error == "fail":
                             bad = e  # the images before it are captioned first, then the run fails
                             break
-                        summary.skipped.append({"file_name": name, "reason": e.reason})
+                        entry = {"file_name": name, "reason": e.reason}
+                        if isinstance(path, ShardSample):  # a key names a sample only with its shard
+                            entry["source"] = path.source
+                        summary.skipped.append(entry)
                         if skip_path is not None:
                             skip_writer = skip_writer or JsonlAppender(skip_path)
                             summary.skipped_file = skip_path
@@ -297,6 +307,44 @@ def caption_images(
     elif out is not None and journals:
         summary.out_rows = merge_journals(out, items)
     return summary
+
+
+def write_caption_parquet(journal: Path, out: Path, rows_per_group: int = 65536) -> int:
+    """Write the caption rows of `journal` (JSONL) to `out` as parquet (`file_name`, `caption`), atomically.
+
+    Streamed: `rows_per_group` rows are in memory at a time. A cut-off last line (a killed write) is left
+    out, as everywhere else. Returns the number of rows written.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlgen.fileio import atomic_file
+
+    schema = pa.schema([("file_name", pa.string()), ("caption", pa.string())])
+    n = 0
+    with atomic_file(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        names: list[str] = []
+        captions: list[str] = []
+
+        def flush() -> None:
+            if names:
+                writer.write_table(pa.table({"file_name": names, "caption": captions}, schema=schema))
+                names.clear()
+                captions.clear()
+
+        if journal.is_file():
+            with open(journal, "rb") as f:
+                for raw in f:
+                    if _is_caption_row(raw) is None:
+                        continue
+                    row = json.loads(raw)
+                    names.append(row["file_name"])
+                    captions.append(row["caption"])
+                    n += 1
+                    if len(names) >= rows_per_group:
+                        flush()
+        flush()
+    return n
 
 
 def _kill_mid_write(writer: JsonlAppender) -> None:

@@ -29,10 +29,17 @@ def _write_row(row: dict) -> None:
 
 
 def caption(
-    inputs: list[Path] = typer.Argument(..., help="Image files, image folders, or dataset folders."),
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="Image files, image folders, dataset folders, WebDataset shards (DIR/*.tar, "
+        "'shards/{00000..00099}.tar') or parquet files/folders.",
+    ),
     model: str = typer.Option("blip", "--model", help="blip, vit-gpt2, a hub id, or a model directory."),
     out_file: Path | None = typer.Option(
-        None, "--out", help="JSONL output (appended; rerun resumes); '-' or /dev/stdout streams to stdout."
+        None,
+        "--out",
+        help="JSONL output (appended; rerun resumes); '-' or /dev/stdout streams to stdout. OUT.parquet: the "
+        "journal is OUT.jsonl and OUT.parquet is written from it at the end.",
     ),
     num_beams: int = typer.Option(4, help="Beam width (1 = greedy)."),
     batch_size: int | None = typer.Option(
@@ -42,12 +49,18 @@ def caption(
     split: str | None = typer.Option(None, help="Only this split of a dataset folder (train/validation/test)."),
     on_error: str = typer.Option("fail", help="fail: stop at a bad image; skip: report it and go on."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+    image_column: str | None = typer.Option(
+        None,
+        "--image-column",
+        help="Parquet: the image column (default: image, jpg, png, ...); shards: the image extension (default: "
+        "jpg, jpeg, png, ...).",
+    ),
 ) -> None:
     """Caption images; one JSON line per image (`file_name`, `caption`)."""
     import torch
     from accelerate import PartialState
 
-    from vlgen.captioning.batch import caption_images, collect_inputs, done_file_names
+    from vlgen.captioning.batch import caption_images, collect_inputs, done_file_names, write_caption_parquet
     from vlgen.captioning.registry import load_captioner
     from vlgen.fileio import check_output_file
     from vlgen.hub import name_model_options
@@ -58,7 +71,10 @@ def caption(
         raise typer.BadParameter(f"{on_error!r} is not fail or skip", param_hint="--on-error")
     if out_file is not None and str(out_file) in STDOUT_NAMES:
         out_file = None  # rows go to stdout as they come; there is nothing to resume from a stream
-    items = collect_inputs(inputs, split=split)
+    parquet_out = None
+    if out_file is not None and out_file.suffix.lower() == ".parquet":
+        parquet_out, out_file = out_file, out_file.with_suffix(".jsonl")  # the JSONL stays the resumable journal
+    items = collect_inputs(inputs, split=split, image_column=image_column)
     # One process per device under `accelerate launch`/`torchrun`. Without CUDA (or with --device cpu) the
     # state must be asked for CPU, else it does not see the launch (WORLD_SIZE/RANK) and every process would
     # caption everything; with CUDA, accelerate picks nccl and one GPU per process as before.
@@ -73,6 +89,8 @@ def caption(
     if out_file is not None:  # before the model loads: a wrong --out costs nothing
         check_output_file(out_file, "--out")
         done_file_names(out_file)
+    if parquet_out is not None:
+        check_output_file(parquet_out, "--out")
     kill_after = os.environ.get("VLGEN_TEST_CAPTION_KILL_AFTER_ROWS")
     captioner = load_captioner(model, device=dev)
     summary = caption_images(
@@ -98,7 +116,10 @@ def caption(
         where = summary.skipped_file or "the lines above"
         msg += f", skipped {len(summary.skipped)} bad images (listed in {where})"
         for s in summary.skipped:
-            err.print(f"skipped {s['file_name']}: {s['reason']}")
+            where = f" in {s['source']}" if "source" in s else ""  # a shard's key: name the shard too
+            err.print(f"skipped {s['file_name']}{where}: {s['reason']}")
     if summary.out_rows is not None:
         msg += f"; {out_file} holds {summary.out_rows} rows"
+    if parquet_out is not None and state.process_index == 0:  # after the merge: the journal is whole
+        msg += f"; wrote {parquet_out} ({write_caption_parquet(out_file, parquet_out)} rows)"
     err.print(msg)

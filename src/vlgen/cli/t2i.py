@@ -12,7 +12,10 @@ _G = GenerateSettings()  # `vlgen generate`'s defaults, written once (Generation
 
 
 def autocaption(
-    folder: Path = typer.Argument(..., help="Folder of images; its metadata.jsonl is written/updated."),
+    folder: Path = typer.Argument(
+        ...,
+        help="Folder of images (its metadata.jsonl is written/updated), or WebDataset shards / parquet (with --out).",
+    ),
     model: str = typer.Option("blip", "--model", help="Captioner: blip, vit-gpt2, cnn-lstm dir, hub id or dir."),
     template: str = typer.Option(
         "{caption}",
@@ -28,6 +31,12 @@ def autocaption(
     num_beams: int = typer.Option(3, "--num-beams", help="Beam width (1 = greedy)."),
     max_new_tokens: int = typer.Option(30, "--max-new-tokens", help="Longest caption, in tokens."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda ... (default: cuda when available)."),
+    out_file: Path | None = typer.Option(
+        None, "--out", help="Metadata JSONL to write instead of FOLDER/metadata.jsonl (needed for shards, parquet)."
+    ),
+    image_column: str | None = typer.Option(
+        None, "--image-column", help="Parquet image column / shard image extension (default: image, jpg, png ...)."
+    ),
 ) -> None:
     """Caption every image of FOLDER into metadata.jsonl (for `vlgen train lora --caption-column`)."""
     import torch
@@ -42,6 +51,7 @@ def autocaption(
     res = run(
         folder, model=model, template=template, caption_column=caption_column, overwrite=overwrite,
         on_error=on_error, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens, device=dev,
+        out=out_file, image_column=image_column,
     )  # fmt: skip
     for name, why in res.failed:
         err.print(f"skipped {name}: {why}")

@@ -88,22 +88,39 @@ def autocaption(
     num_beams: int = 3,
     max_new_tokens: int = 30,
     device: str = "cpu",
+    out: str | Path | None = None,
+    image_column: str | None = None,
 ) -> AutocaptionResult:
-    """Caption every image of `folder` into its metadata.jsonl; see the module docstring."""
+    """Caption every image of `folder` into its metadata.jsonl (or `out`); see the module docstring.
+
+    `folder` may also be WebDataset shards or parquet (vlgen.data.shards; `image_column` picks the image):
+    rows are then named by sample key and written to `out`, which is required (there is no folder to write
+    into)."""
     check_template(template)
-    root = Path(folder)
-    if not root.is_dir():
-        raise ConfigError(f"{root}: no such directory")
     if on_error not in ("fail", "skip"):
         raise ConfigError(f"--on-error must be 'fail' or 'skip', got {on_error!r}")
     from vlgen.captioning.batch import caption_images, resolve_batch_size
+    from vlgen.data.shards import find_source, list_samples
 
     batch_size = resolve_batch_size(batch_size, num_beams)
-    names = find_images(root)
-    if not names:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder", path=str(root))
-    meta = root / METADATA_NAME
-    check_output_file(meta, "FOLDER's metadata.jsonl")  # written after every batch: writable before the model loads
+    root = Path(folder)
+    if find_source(folder) is not None:
+        if out is None:
+            raise ConfigError(
+                f"{folder}: shards and parquet have no folder to write metadata.jsonl into; give --out METADATA.jsonl"
+            )
+        refs = {s.key: s.ref for s in list_samples(folder, image_column=image_column)}
+        names = list(refs)
+    else:
+        if not root.is_dir():
+            raise ConfigError(f"{root}: no such directory")
+        names = find_images(root)
+        if not names:
+            raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder", path=str(root))
+        refs = {n: root / n for n in names}
+    meta = Path(out) if out is not None else root / METADATA_NAME
+    # written after every batch: writable before the model loads
+    check_output_file(meta, "--out" if out is not None else "FOLDER's metadata.jsonl")
     rows = read_rows(meta)
     by_name = {r["file_name"]: r for r in rows}
     original = set(by_name)
@@ -138,10 +155,12 @@ def autocaption(
 
             captioner = load_captioner(model, device=device)
             summary = caption_images(
-                captioner, [(n, root / n) for n in todo], None, batch_size=batch_size, num_beams=num_beams,
+                captioner, [(n, refs[n]) for n in todo], None, batch_size=batch_size, num_beams=num_beams,
                 max_new_tokens=max_new_tokens, on_error=on_error, echo=take, after_batch=save,
             )  # fmt: skip
-            result.failed = [(s["file_name"], s["reason"]) for s in summary.skipped]
+            # a shard's key is named with its shard
+            result.failed = [(s["file_name"] + (f" in {s['source']}" if "source" in s else ""), s["reason"])
+                             for s in summary.skipped]  # fmt: skip
     except BaseException:
         if result.captioned:  # a bad image (--on-error fail) or Ctrl-C: keep the images captioned before it
             save()

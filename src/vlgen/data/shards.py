@@ -1,0 +1,484 @@
+"""Streaming sources beside folders: WebDataset tar shards and parquet files with image bytes.
+
+Both name each sample by a key and read its image only when it is decoded, so a source of millions of
+samples costs a list of small references (~250 bytes each), never the images:
+
+* WebDataset shards (`DIR/*.tar`, `shards/{00000..00099}.tar`, a `.tar` file, or a folder of them): members
+  are grouped into samples as `webdataset` does - the key is the member name up to the first dot of its
+  base name (`a/000123.seg.png` -> key `a/000123`, extension `seg.png`), consecutive members with one key
+  are one sample, extensions are matched lowercased. The image is the first member with an image extension
+  (`jpg`, `jpeg`, `png`, `webp`, ... in IMAGE_EXTENSIONS order, or `image_column` when given); the caption
+  is the `.txt` member, else the `.json` member's `caption`. Listing reads only the tar headers; a sample's
+  image is read at its recorded offset. The `webdataset` package is not a dependency: its naming rules are
+  a few lines, and random access (every N-th sample per process) needs offsets its streaming reader lacks.
+* Parquet (a `.parquet` file, a folder of them, searched recursively, or a pattern): one row per sample,
+  an image column holding bytes or an `{bytes, path}` struct (`image`, `jpg`, `png`, `jpeg`, `webp`, `img`
+  in that order, or `image_column`), caption columns (`text`, `txt`, `caption`, or `caption_column`). This
+  covers img2dataset's parquet output (`jpg`, `txt`, `key`) and Hugging Face datasets' parquet export
+  (`image` {bytes, path}, `text`) unchanged. The key is the `file_name` column, else `key`, else the row
+  number counted across the source's files in sorted order. Columns are read in batches of BATCH_ROWS
+  rows, never a whole file.
+
+A folder holding image files stays an image folder (as before); a folder without images but with `.tar`
+files is shards (img2dataset's per-shard `.parquet` metadata beside them is then ignored), else with
+`.parquet` files is parquet.
+
+Bad input follows the folders' rules: a sample whose image is missing or does not decode raises
+`ImageLoadError` naming shard and key when it is decoded (so `--on-error skip` can skip it); a key in two
+shards (or twice in one) is refused before anything runs, naming both.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlgen.data.images import IMAGE_EXTENSIONS, load_image, load_image_bytes
+from vlgen.data.records import METADATA_NAME, Record, check_file_name, load_records
+from vlgen.errors import DataError, ImageLoadError
+
+TAR_SUFFIX = ".tar"
+PARQUET_SUFFIX = ".parquet"
+# webdataset's extensions for images, in the order a sample's image member is chosen.
+IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+IMAGE_COLUMNS = ("image", "jpg", "png", "jpeg", "webp", "img")
+CAPTION_COLUMNS = ("text", "txt", "caption")
+KEY_COLUMNS = ("file_name", "key")
+BATCH_ROWS = 64  # parquet rows read at a time (images of one batch in memory, never a row group or file)
+_BRACE = re.compile(r"\{(?:(\d+)\.\.(\d+)|([^{}]*,[^{}]*))\}")  # {00000..00099} or {a,b}
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSample:
+    """Where one sample's image is: `source` (a shard or parquet file) and how to find it there.
+
+    Tar: `member` is the image member's name, `offset`/`size` its data in the file. Parquet: `column` is the
+    image column, `offset` the row group, `size` the row within it. `member`/`column` None: the sample has no
+    image (decoding raises ImageLoadError, so --on-error skip can report it). Picklable: worker processes
+    can decode it.
+    """
+
+    source: str
+    key: str
+    member: str | None = None
+    offset: int = 0
+    size: int = 0
+    column: str | None = None
+
+    def __str__(self) -> str:  # the skip list's `path`: the shard; its `file_name` is the key
+        return self.source
+
+    @property
+    def label(self) -> str:
+        """How errors name the sample: `shards/00001.tar (sample '000123')`."""
+        return f"{self.source} (sample {self.key!r})"
+
+    def read_bytes(self) -> bytes:
+        if self.column is not None:
+            return _read_parquet_image(self)
+        if self.member is None:
+            exts = ", ".join(f".{e}" for e in IMAGE_EXTS)
+            raise ImageLoadError(f"no image member ({exts}) in the sample", path=self.label)
+        try:
+            with open(self.source, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(self.size)
+        except OSError as e:
+            raise ImageLoadError(f"cannot read the shard ({e.strerror or e})", path=self.label) from None
+        if len(data) != self.size:
+            raise ImageLoadError(f"member {self.member!r} is cut off (the shard is truncated)", path=self.label)
+        return data
+
+    def load(self, *, input_size: tuple[int, int] | None = None):
+        """The sample's image as `load_image` returns it; ImageLoadError naming shard and key."""
+        return load_image_bytes(self.read_bytes(), name=self.label, input_size=input_size)
+
+
+def load_sample_image(ref: str | os.PathLike | ShardSample, *, input_size: tuple[int, int] | None = None):
+    """Decode an input item's image: a file path (`load_image`) or a shard/parquet sample."""
+    if isinstance(ref, ShardSample):
+        return ref.load(input_size=input_size)
+    return load_image(ref, input_size=input_size)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Expand `{00000..00099}` ranges (zero padding kept) and `{a,b}` lists left to right, as braceexpand
+    (webdataset's) does."""
+    m = _BRACE.search(pattern)
+    if m is None:
+        return [pattern]
+    head, tail = pattern[: m.start()], pattern[m.end() :]
+    if m.group(3) is not None:
+        parts = m.group(3).split(",")
+    else:
+        lo, hi = m.group(1), m.group(2)
+        width = len(lo) if lo.startswith("0") or len(lo) == len(hi) else 0
+        step = 1 if int(hi) >= int(lo) else -1
+        parts = [f"{i:0{width}d}" for i in range(int(lo), int(hi) + step, step)]
+    return [x for part in parts for x in expand_braces(head + part + tail)]
+
+
+def _is_pattern(text: str) -> bool:
+    return bool(_BRACE.search(text) or glob.has_magic(text))
+
+
+def find_source(raw: str | os.PathLike) -> tuple[str, list[Path]] | None:
+    """("tar" | "parquet", files) when `raw` names shards or parquet; None for image files and folders.
+
+    A folder with image files or a metadata.jsonl stays an image/dataset folder (None). Raises DataError for
+    a pattern that matches nothing, a missing shard, or a pattern mixing tar and parquet files.
+    """
+    text = str(raw)
+    p = Path(raw)
+    if p.exists() and p.is_file():
+        suffix = p.suffix.lower()
+        return (
+            ({TAR_SUFFIX: "tar", PARQUET_SUFFIX: "parquet"}[suffix], [p])
+            if suffix in (TAR_SUFFIX, PARQUET_SUFFIX)
+            else None
+        )
+    if p.is_dir():
+        if (p / METADATA_NAME).is_file():
+            return None
+        parquets = []
+        for q in p.rglob("*"):  # one walk, left at the first image (an image folder: nothing more to do)
+            suffix = q.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS and q.is_file():
+                return None
+            if suffix == PARQUET_SUFFIX and q.is_file():
+                parquets.append(q)
+        tars = sorted(q for q in p.glob("*") if q.suffix.lower() == TAR_SUFFIX and q.is_file())
+        if tars:
+            return "tar", tars
+        return ("parquet", sorted(parquets)) if parquets else None
+    if not p.exists() and _is_pattern(text):
+        files: list[Path] = []
+        for part in expand_braces(text):
+            if glob.has_magic(part):
+                files += [Path(f) for f in sorted(glob.glob(part))]
+            elif Path(part).is_file():
+                files.append(Path(part))
+            else:
+                raise DataError(f"no such shard (from the pattern {text!r})", path=part)
+        if not files:
+            raise DataError("no files match this pattern", path=text)
+        kinds = {q.suffix.lower() for q in files}
+        if kinds == {TAR_SUFFIX}:
+            return "tar", list(dict.fromkeys(files))
+        if kinds == {PARQUET_SUFFIX}:
+            return "parquet", list(dict.fromkeys(files))
+        raise DataError(
+            f"the pattern matches {', '.join(sorted(kinds))} files; it must match only .tar shards or only .parquet",
+            path=text,
+        )
+    return None
+
+
+@dataclass
+class Sample:
+    """One sample as listed: its key, where its image is, and (when asked for) its reference captions."""
+
+    key: str
+    ref: ShardSample
+    captions: list[str] | None = None
+
+
+def iter_samples(
+    kind: str,
+    files: Sequence[Path],
+    *,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    with_captions: bool = False,
+) -> Iterator[Sample]:
+    """Samples of `files` in order (shards in the given order, members/rows in file order); streamed.
+
+    Duplicate keys are not checked here (`list_samples` does); a key that is not a safe relative name is
+    refused naming file and key.
+    """
+    if kind == "tar":
+        for shard in files:
+            yield from _iter_tar(shard, image_column, caption_column, with_captions)
+    else:
+        counter = [0]  # the row number across the source's files (the key when there is no key column)
+        for f in files:
+            yield from _iter_parquet(f, image_column, caption_column, with_captions, counter)
+
+
+def list_samples(
+    raw: str | os.PathLike,
+    *,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    with_captions: bool = False,
+) -> list[Sample] | None:
+    """All samples of the shards/parquet `raw` names (None when it names image files or folders).
+
+    A key in two files (or twice in one shard) is refused with DataError naming both places."""
+    found = find_source(raw)
+    if found is None:
+        return None
+    kind, files = found
+    seen: dict[str, str] = {}
+    samples = []
+    for s in iter_samples(
+        kind, files, image_column=image_column, caption_column=caption_column, with_captions=with_captions
+    ):
+        first = seen.get(s.key)
+        if first is not None:
+            where = f"in {first} and in {s.ref.source}" if first != s.ref.source else f"twice in {first}"
+            raise DataError(
+                f"sample key {s.key!r} appears {where}; keys name the output rows and must be unique",
+                path=s.ref.source,
+            )
+        seen[s.key] = s.ref.source
+        samples.append(s)
+    if not samples:
+        raise DataError("no samples in these files", path=str(raw))
+    return samples
+
+
+def load_reference_records(
+    data: str | os.PathLike, split: str | None = None, caption_column: str = "text"
+) -> list[Record]:
+    """References to join predictions to: a dataset folder's records, or shards'/parquet's (key + captions).
+
+    Shards and parquet have no split: `split` must be None for them. `caption_column` is the dataset's
+    column; for parquet the default `text` falls back to `txt`/`caption`, for shards it is `.txt`/`.json`.
+    """
+    found = find_source(data)
+    if found is None:
+        return load_records(data, split=split, caption_column=caption_column)
+    if split is not None:
+        raise DataError(
+            f"--split {split!r}: shards and parquet files have no splits; leave --split out", path=str(data)
+        )
+    column = None if caption_column == "text" else caption_column
+    samples = list_samples(data, caption_column=column, with_captions=True)
+    return [Record(file_name=s.key, captions=s.captions or [], path=None) for s in samples or []]
+
+
+# ---------------------------------------------------------------------------------------------- tar
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """webdataset's `base_plus_ext`: (key, extension), splitting at the first dot of the base name."""
+    head, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext.lower() if dot else ""
+
+
+def _iter_tar(shard: Path, image_column, caption_column, with_captions) -> Iterator[Sample]:
+    source = str(shard)
+    try:
+        tf = tarfile.open(shard, mode="r:")  # noqa: SIM115 - closed by the `with tf` below
+    except (tarfile.TarError, OSError) as e:
+        raise DataError(f"not a readable tar shard ({e})", path=source) from None
+    with tf:
+        key, members, last = None, {}, None
+        try:
+            while (m := tf.next()) is not None:
+                tf.members.clear()  # TarFile keeps every header it has read; we keep our own, per sample
+                if not m.isfile():
+                    continue
+                k, ext = _split_name(m.name)
+                if not k or k.rpartition("/")[2].startswith("__"):  # webdataset's own entries (__index__ ...)
+                    continue
+                if k != key:
+                    if key is not None:
+                        yield _tar_sample(tf, source, key, members, image_column, caption_column, with_captions)
+                    key, members = k, {}
+                if ext in members:
+                    raise DataError(f"sample {k!r} has two {ext!r} members", path=source)
+                members[ext] = m
+                last = k
+        except tarfile.TarError as e:
+            after = f" after sample {last!r}" if last else ""
+            raise DataError(f"corrupt tar shard{after} ({e})", path=source) from None
+        if key is not None:
+            yield _tar_sample(tf, source, key, members, image_column, caption_column, with_captions)
+
+
+def _tar_sample(tf, source, key, members, image_column, caption_column, with_captions) -> Sample:
+    _check_key(key, source)
+    exts = (image_column.lower().lstrip("."),) if image_column else IMAGE_EXTS
+    image = next((members[e] for e in exts if e in members), None)
+    ref = ShardSample(
+        source,
+        key,
+        member=image.name if image else None,
+        offset=image.offset_data if image else 0,
+        size=image.size if image else 0,
+    )
+    captions = _tar_captions(tf, source, key, members, caption_column) if with_captions else None
+    return Sample(key, ref, captions)
+
+
+def _tar_captions(tf, source, key, members, caption_column) -> list[str]:
+    label = f"{source} (sample {key!r})"
+    text_ext = caption_column.lower() if caption_column else "txt"
+    field = caption_column or "caption"
+    if text_ext in members:
+        data = _member_bytes(tf, members[text_ext], label)
+        try:
+            return _captions([data.decode("utf-8").strip()], f".{text_ext}", label)
+        except UnicodeDecodeError:
+            raise DataError(f"the .{text_ext} member is not UTF-8 text", path=label) from None
+    if "json" in members:
+        data = _member_bytes(tf, members["json"], label)
+        try:
+            obj = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"the .json member is not valid JSON ({e})", path=label) from None
+        if not isinstance(obj, dict) or obj.get(field) is None:
+            raise DataError(f"no caption: the .json member has no {field!r}", path=label)
+        return _captions(obj[field], f".json {field!r}", label)
+    raise DataError(f"no caption: the sample has no .{text_ext} member and no .json with {field!r}", path=label)
+
+
+def _member_bytes(tf: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> bytes:
+    f = tf.extractfile(member)
+    data = f.read() if f is not None else b""
+    if len(data) != member.size:
+        raise DataError(f"member {member.name!r} is cut off (the shard is truncated)", path=label)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- parquet
+
+
+def _pq():
+    import pyarrow.parquet as pq  # a dependency (pyproject); imported on use, `import vlgen.data` stays light
+
+    return pq
+
+
+def _open_parquet(path: Path):
+    try:
+        return _pq().ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for a file that is not parquet
+        raise DataError(f"not a readable parquet file ({e})", path=str(path)) from None
+
+
+def _pick(names: Sequence[str], wanted: str | None, defaults: Sequence[str], what: str, option: str, path: Path):
+    if wanted is not None:
+        if wanted not in names:
+            raise DataError(
+                f"no {what} column {wanted!r} (columns: {', '.join(names)}); check {option}", path=str(path)
+            )
+        return wanted
+    found = next((c for c in defaults if c in names), None)
+    if found is None:
+        raise DataError(
+            f"no {what} column ({' / '.join(defaults)}; columns: {', '.join(names)}); name it with {option}",
+            path=str(path),
+        )
+    return found
+
+
+def _iter_parquet(path: Path, image_column, caption_column, with_captions, counter) -> Iterator[Sample]:
+    import pyarrow as pa
+
+    pf = _open_parquet(path)
+    schema = pf.schema_arrow
+    names = list(schema.names)
+    column = _pick(names, image_column, IMAGE_COLUMNS, "image", "--image-column", path)
+    ctype = schema.field(column).type
+    ok = pa.types.is_binary(ctype) or pa.types.is_large_binary(ctype)
+    ok = ok or (pa.types.is_struct(ctype) and ctype.get_field_index("bytes") >= 0)
+    if not ok:
+        raise DataError(
+            f"image column {column!r} holds {ctype}, not image bytes or an {{bytes, path}} struct", path=str(path)
+        )
+    key_column = next((c for c in KEY_COLUMNS if c in names), None)
+    cap_column = (
+        _pick(names, caption_column, CAPTION_COLUMNS, "caption", "--caption-column", path) if with_captions else None
+    )
+    columns = [c for c in (key_column, cap_column) if c is not None]
+    source = str(path)
+    for rg in range(pf.num_row_groups):
+        n = pf.metadata.row_group(rg).num_rows
+        batches = pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[rg], columns=columns) if columns else None
+        row = 0
+        while row < n:
+            if batches is not None:
+                batch = next(batches).to_pydict()
+                keys = batch.get(key_column) if key_column else None
+                caps = batch.get(cap_column) if cap_column else None
+                size = len(next(iter(batch.values())))
+            else:
+                keys, caps, size = None, None, min(BATCH_ROWS, n - row)
+            for i in range(size):
+                number = counter[0]
+                counter[0] += 1
+                if keys is not None:
+                    if keys[i] is None:
+                        raise DataError(f"row {number}: {key_column!r} is empty", path=source)
+                    key = str(keys[i])
+                else:
+                    key = str(number)
+                _check_key(key, source)
+                ref = ShardSample(source, key, offset=rg, size=row + i, column=column)
+                captions = None
+                if cap_column is not None:
+                    captions = _captions(caps[i], f"column {cap_column!r}", f"{source} (sample {key!r})")
+                yield Sample(key, ref, captions)
+            row += size
+
+
+# One open reader per process: samples are decoded in order, so the next one is almost always in the batch
+# already read or the next one; going back (another process's order, a retry) reopens the row group.
+_cursor: dict[str, Any] = {}
+
+
+def _read_parquet_image(ref: ShardSample) -> bytes:
+    where = (ref.source, ref.column, ref.offset)
+    c = _cursor
+    if c.get("where") != where or ref.size < c["start"]:
+        pf = _open_parquet(Path(ref.source))
+        c.clear()
+        c.update(
+            where=where, batches=pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[ref.offset], columns=[ref.column])
+        )
+        c.update(start=0, rows=[])
+    while ref.size >= c["start"] + len(c["rows"]):
+        try:
+            batch = next(c["batches"])
+        except StopIteration:
+            _cursor.clear()
+            raise ImageLoadError("the row is not in the file any more (was it rewritten?)", path=ref.label) from None
+        c["start"] += len(c["rows"])
+        c["rows"] = batch.column(0).to_pylist()
+    value = c["rows"][ref.size - c["start"]]
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    if value is None:
+        raise ImageLoadError(f"no image (null in column {ref.column!r})", path=ref.label)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- shared
+
+
+def _check_key(key: str, source: str) -> None:
+    try:
+        check_file_name(key)
+    except DataError as e:
+        raise DataError(f"sample key: {e.reason}", path=source) from None
+
+
+def _captions(value: Any, what: str, label: str) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(c, str) and c.strip() for c in items):
+        raise DataError(f"no caption: {what} is {value!r}", path=label)
+    return list(items)
