@@ -59,7 +59,7 @@ def create_app(
         import torch
 
         # On a busy or shared CPU, OpenMP threads that spin-wait for each other can make every forward pass
-        # many times slower (we measured 20x on a loaded 2-core box); 1 thread per process avoids that.
+        # many times slower (benchmarks/README.md, "Serving"); 1 thread per process avoids that.
         torch.set_num_threads(settings.num_threads)
     if captioner is None or (t2i is None and settings.t2i_base):
         import torch

@@ -110,9 +110,9 @@ def checkpoint_lora_block(module: torch.nn.Module, *args: Any) -> Any:
     """diffusers' `_gradient_checkpointing_func` for single-process LoRA training: reentrant where it is safe.
 
     diffusers' default (non-reentrant `torch.utils.checkpoint`) records the forward graph and sends every
-    saved tensor through a Python pack hook - 3,939 per forward of the reduced SDXL UNet, ~18 ms of a 0.14 s
-    CPU forward. The reentrant form runs the forward under no_grad and rebuilds the graph only in backward:
-    UNet forward + backward 0.435 -> 0.399 s (B2, 2 threads, alternating, median of 7). Its one trap is a
+    saved tensor through a Python pack hook (3,939 per forward of the reduced SDXL UNet). The reentrant form
+    runs the forward under no_grad and rebuilds the graph only in backward, which is faster (B2 timings in
+    benchmarks/README.md, "What changed for checkpointing"). Its one trap is a
     block none of whose tensor inputs requires grad (the first LoRA-bearing transformer block: its input
     comes from frozen layers): reentrant would return an output without grad and the LoRA weights inside
     would silently get none. Such blocks take the non-reentrant path. Gradients equal diffusers' default to
