@@ -127,9 +127,19 @@ def captions(
         help="Predictions JSONL: 'prediction' + 'references' per line, or with --data "
         "'file_name' + 'caption' (as `vlgen caption` writes).",
     ),
-    data: Path | None = typer.Option(None, "--data", help="Dataset folder (imagefolder) to take references from."),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Dataset folder (imagefolder), WebDataset shards or parquet to take references from (joined by "
+        "file_name = sample key).",
+    ),
     split: str | None = typer.Option(None, "--split", help="Only join to this split of --data (e.g. test)."),
-    caption_column: str = typer.Option("text", "--caption-column", help="Reference column in --data's metadata."),
+    caption_column: str = typer.Option(
+        "text",
+        "--caption-column",
+        help="Reference column in --data's metadata or parquet (text, else txt/caption); shards: .txt, else .json's "
+        "caption.",
+    ),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object to stdout instead of a table."),
     metrics: str = typer.Option("all", "--metrics", help=_METRICS_HELP),
     bertscore_model: str | None = typer.Option(

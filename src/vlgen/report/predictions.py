@@ -109,9 +109,9 @@ def read_predictions(
             )
         return items
 
-    from vlgen.data import load_records
+    from vlgen.data.shards import load_reference_records  # a dataset folder, or shards/parquet (by key)
 
-    records = {r.file_name: r for r in load_records(data_dir, split=split, caption_column=caption_column)}
+    records = {r.file_name: r for r in load_reference_records(data_dir, split=split, caption_column=caption_column)}
     where = f"{data_dir}" + (f" (split {split!r})" if split else "")
     items, seen = [], {}
     for no, row in rows:
