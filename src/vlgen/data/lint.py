@@ -443,17 +443,16 @@ def mad_outliers(scores: Sequence[float], k: float = OUTLIER_MADS) -> tuple[floa
 def _clip_scores(
     items: list[_Caption], clip_model: Any, device: str, max_pixels: int, batch_size: int = 16, progress: bool = False
 ) -> tuple[dict[int, float], list[tuple[int, LintFinding]], dict[str, Any]]:
-    """{index into items: CLIP-T score} of every caption whose image decodes, the images that do not, settings."""
+    """{index into items: CLIPScore} of every caption whose image decodes, the images that do not, settings.
+
+    Hessel et al.'s reference-free CLIPScore (vlgen.metrics.clipscore: the caption prefixed "A photo depicts ",
+    2.5 * max(cos, 0)), as `vlgen evaluate captions --clip-model` reports it. The flagged set does not depend on
+    the scale (median - 3 MAD scales with it) but does on the prefix."""
     import torch
 
     from vlgen.data.images import load_image
-    from vlgen.metrics.image.clip import (
-        ClipBundle,
-        clip_image_embeddings,
-        clip_t_scores,
-        clip_text_embeddings,
-        load_clip,
-    )
+    from vlgen.metrics.clipscore import CLIPSCORE_PREFIX, DEFINITION, clipscore_from_embeddings
+    from vlgen.metrics.image.clip import ClipBundle, clip_image_embeddings, clip_text_embeddings, load_clip
 
     clip = clip_model if isinstance(clip_model, ClipBundle) else load_clip(str(clip_model), device=device)
     side = int(clip.model.config.vision_config.image_size)
@@ -488,15 +487,15 @@ def _clip_scores(
                 images.append(last[1])
         if not batch:
             continue
-        text_emb, n_cut = clip_text_embeddings(clip, [items[i].text for i in batch])  # type: ignore[misc]
+        text_emb, n_cut = clip_text_embeddings(clip, [CLIPSCORE_PREFIX + items[i].text for i in batch])  # type: ignore[operator]
         truncated += n_cut
         with torch.inference_mode():
-            s = clip_t_scores(clip_image_embeddings(clip, images, batch_size=batch_size), text_emb)
+            s = clipscore_from_embeddings(clip_image_embeddings(clip, images, batch_size=batch_size), text_emb)
         scores.update(zip(batch, s.tolist(), strict=True))
     settings = {
         "model": clip.name,
         "source": clip.source,
-        "definition": "CLIP-T scale: 100 * max(cos(image, caption), 0); flagged below median - 3 * MAD",
+        "definition": f"{DEFINITION['CLIPScore']}; flagged below median - 3 * MAD",
         "max_tokens": clip.max_text_tokens,
         "truncated_captions": truncated,
     }
@@ -618,7 +617,7 @@ def lint_captions(
                     index[j],
                     "warning",
                     "clip",
-                    f"CLIPScore {s:.1f} below the set's median {med:.1f} - 3 x MAD ({mad:.1f}) = {threshold:.1f}: "
+                    f"CLIPScore {s:.3f} below the set's median {med:.3f} - 3 x MAD ({mad:.3f}) = {threshold:.3f}: "
                     "does the caption describe the image?",
                     score=s,
                     median=med,
