@@ -161,3 +161,60 @@ def test_journal_names_are_found_only_for_their_output(tmp_path):
         (tmp_path / name).write_text("")
     assert find_journals(out) == [tmp_path / "caps.rank0-of-2.jsonl"]
     shutil.rmtree(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shards(synth, tmp_path_factory):
+    """The synth images as two WebDataset shards (`00000.tar`, `00001.tar`; key = the file's stem)."""
+    import tarfile
+
+    root = tmp_path_factory.mktemp("shards")
+    names = sorted(p.name for p in synth.glob("*.png"))
+    for s, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
+        with tarfile.open(root / f"{s:05d}.tar", "w") as tf:
+            for name in part:
+                tf.add(synth / name, arcname=name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shard_reference(shards, tiny_cnn_lstm_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shard-ref") / "caps.jsonl"
+    caption_images(load_captioner(tiny_cnn_lstm_dir), collect_inputs([shards]), out, batch_size=2, num_beams=2)
+    return out.read_bytes()
+
+
+def test_two_processes_over_shards_write_the_one_process_output_and_parquet(
+    shards, tiny_cnn_lstm_dir, shard_reference, tmp_path
+):
+    """Ranks take every N-th sample of the shards' full list; rank 0 merges and writes OUT.parquet."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "caps.parquet"
+    args = [f"{shards}/{{00000..00001}}.tar", "--model", tiny_cnn_lstm_dir, "--out", out, "--batch-size", 2]
+    r = _torchrun([*args, "--num-beams", 2], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _captioned(r.stderr) == len(collect_inputs([shards]))
+    journal = tmp_path / "caps.jsonl"
+    assert journal.read_bytes() == shard_reference
+    assert pq.read_table(out).to_pylist() == [json.loads(x) for x in shard_reference.splitlines()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["caps.jsonl", "caps.parquet"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rerun_processes", [1, 2])
+def test_killed_two_process_run_over_shards_reruns_with_any_process_count(
+    shards, tiny_cnn_lstm_dir, shard_reference, tmp_path, rerun_processes
+):
+    out = tmp_path / "caps.jsonl"
+    args = [shards, "--model", tiny_cnn_lstm_dir, "--out", out, "--batch-size", 2, "--num-beams", 2]
+    killed = _torchrun(args, cwd=tmp_path, env={"VLGEN_TEST_CAPTION_KILL_AFTER_ROWS": "3"})
+    assert killed.returncode != 0
+    journals = find_journals(out)
+    journaled = sum(1 for j in journals for line in j.read_text().splitlines() if line.endswith("}"))
+    n = len(collect_inputs([shards]))
+    assert journals and 3 <= journaled < n
+    r = _torchrun(args, cwd=tmp_path, nproc=rerun_processes)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _captioned(r.stderr) == n - journaled  # nothing captioned twice
+    assert out.read_bytes() == shard_reference and find_journals(out) == []
