@@ -230,8 +230,18 @@ def test_evaluate_captions_joins_shard_references_by_key(tmp_path, capsys):
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["sacreBLEU"] == pytest.approx(1.0)
     assert [r.file_name for r in load_reference_records(root)] == sorted(captions)
-    with pytest.raises(DataError, match="no splits"):
+    with pytest.raises(DataError, match="shards have no splits"):
         load_reference_records(root, split="test")
+
+
+def test_split_picks_hugging_face_parquet_files(tmp_path):
+    for split, n in (("train", 3), ("test", 2)):
+        rows = {"image": [{"bytes": png(i), "path": None} for i in range(n)], "text": [f"{split}{i}" for i in range(n)]}
+        write_parquet(tmp_path / "data" / f"{split}-00000-of-00001.parquet", rows)
+    assert [r.captions for r in load_reference_records(tmp_path, split="test")] == [["test0"], ["test1"]]
+    assert [n for n, _ in collect_inputs([tmp_path], split="train")] == ["0", "1", "2"]
+    with pytest.raises(DataError, match="--split 'validation': no parquet file of that split"):
+        collect_inputs([tmp_path], split="validation")
 
 
 def test_autocaption_over_shards_writes_the_metadata_named_by_out(tmp_path, tiny_cnn_lstm_dir, capsys):

@@ -7,8 +7,8 @@ rerun after fixing it loses nothing), or with `on_error="skip"` is listed in `OU
 the rest of its batch is still captioned.
 
 `file_name` is the dataset-relative name for a dataset folder (so `vlgen evaluate captions --data` can
-join predictions to references), the folder-relative name for a plain folder, and the path as given for
-a single file.
+join predictions to references), the folder-relative name for a plain folder, the path as given for
+a single file, and the sample key for WebDataset shards and parquet (vlgen.data.shards).
 
 Several processes (`torchrun`/`accelerate launch`, see `caption_images`): process r of n takes items r, r+n,
 r+2n ... of the full list and appends to its own journal `OUT_STEM.rank{r}-of-{n}.jsonl` beside the output
@@ -69,7 +69,7 @@ def collect_inputs(
     items: list[tuple[str, Path | ShardSample]] = []
     for raw in inputs:
         p = Path(raw)
-        samples = list_samples(raw, image_column=image_column)  # None: not shards or parquet
+        samples = list_samples(raw, image_column=image_column, split=split)  # None: not shards or parquet
         if samples is not None:
             items += [(s.key, s.ref) for s in samples]
         elif p.is_dir() and (p / METADATA_NAME).is_file():

@@ -215,20 +215,44 @@ def iter_samples(
             yield from _iter_parquet(f, image_column, caption_column, with_captions, counter)
 
 
+def split_files(kind: str, files: Sequence[Path], split: str, raw: str | os.PathLike) -> list[Path]:
+    """The parquet files of one split as Hugging Face datasets names them (`train-00000-of-00002.parquet`,
+    `train.parquet`, `.../train/0000.parquet`); shards have no splits (give the split's shards instead)."""
+    if kind == "tar":
+        raise DataError(
+            f"--split {split!r}: WebDataset shards have no splits; give the split's shards instead", path=str(raw)
+        )
+    root = Path(raw) if Path(raw).is_dir() else None
+    picked = []
+    for f in files:
+        parts = f.relative_to(root).parts[:-1] if root is not None else ()
+        if f.stem == split or f.name.startswith(f"{split}-") or split in parts:
+            picked.append(f)
+    if not picked:
+        raise DataError(
+            f"--split {split!r}: no parquet file of that split (e.g. {split}-00000-of-00001.parquet)", path=str(raw)
+        )
+    return picked
+
+
 def list_samples(
     raw: str | os.PathLike,
     *,
     image_column: str | None = None,
     caption_column: str | None = None,
     with_captions: bool = False,
+    split: str | None = None,
 ) -> list[Sample] | None:
-    """All samples of the shards/parquet `raw` names (None when it names image files or folders).
+    """All samples of the shards/parquet `raw` names (None when it names image files or folders); with `split`,
+    only that split's parquet files (`split_files`).
 
     A key in two files (or twice in one shard) is refused with DataError naming both places."""
     found = find_source(raw)
     if found is None:
         return None
     kind, files = found
+    if split is not None:
+        files = split_files(kind, files, split, raw)
     seen: dict[str, str] = {}
     samples = []
     for s in iter_samples(
@@ -253,18 +277,14 @@ def load_reference_records(
 ) -> list[Record]:
     """References to join predictions to: a dataset folder's records, or shards'/parquet's (key + captions).
 
-    Shards and parquet have no split: `split` must be None for them. `caption_column` is the dataset's
+    `split` picks parquet files by name (`split_files`); shards have none. `caption_column` is the dataset's
     column; for parquet the default `text` falls back to `txt`/`caption`, for shards it is `.txt`/`.json`.
     """
     found = find_source(data)
     if found is None:
         return load_records(data, split=split, caption_column=caption_column)
-    if split is not None:
-        raise DataError(
-            f"--split {split!r}: shards and parquet files have no splits; leave --split out", path=str(data)
-        )
     column = None if caption_column == "text" else caption_column
-    samples = list_samples(data, caption_column=column, with_captions=True)
+    samples = list_samples(data, caption_column=column, with_captions=True, split=split)
     return [Record(file_name=s.key, captions=s.captions or [], path=None) for s in samples or []]
 
 
