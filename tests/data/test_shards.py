@@ -143,6 +143,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         list_samples(f"{tmp_path}/{{0..1}}.tar")
     with pytest.raises(DataError, match=r"no files match"):
         list_samples(f"{tmp_path}/*.tar")
+    with pytest.raises(DataError, match=r"x\.tar\.gz: compressed shards are not supported"):
+        list_samples(tmp_path / "x.tar.gz")
     (tmp_path / "bad.tar").write_bytes(b"not a tar" * 100)
     with pytest.raises(DataError, match=r"bad\.tar: not a readable tar shard"):
         list_samples(tmp_path / "bad.tar")

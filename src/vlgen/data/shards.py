@@ -35,6 +35,7 @@ import json
 import os
 import re
 import tarfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,8 @@ def find_source(raw: str | os.PathLike) -> tuple[str, list[Path]] | None:
     """
     text = str(raw)
     p = Path(raw)
+    if text.lower().endswith((".tar.gz", ".tgz")):  # random access (every N-th sample per process) needs plain tar
+        raise DataError("compressed shards are not supported; decompress them to .tar (gunzip)", path=text)
     if p.exists() and p.is_file():
         suffix = p.suffix.lower()
         return (
@@ -184,7 +187,7 @@ def find_source(raw: str | os.PathLike) -> tuple[str, list[Path]] | None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """One sample as listed: its key, where its image is, and (when asked for) its reference captions."""
 
@@ -456,35 +459,45 @@ def _iter_parquet(path: Path, image_column, caption_column, with_captions, count
             row += size
 
 
-# One open reader per process: samples are decoded in order, so the next one is almost always in the batch
-# already read or the next one; going back (another process's order, a retry) reopens the row group.
-_cursor: dict[str, Any] = {}
+class _ParquetCursor:
+    """One open reader per process: samples are decoded in order, so the next one is almost always in the
+    batch already read or the next; going back (a retry, another order) reopens the row group. Locked: the
+    server or a thread pool may decode from several threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.where: tuple | None = None
+        self.batches: Iterator | None = None
+        self.start, self.rows = 0, []
+
+    def read(self, ref: ShardSample) -> bytes:
+        with self.lock:
+            where = (ref.source, ref.column, ref.offset)  # file, image column, row group
+            if self.where != where or ref.size < self.start:
+                pf = _open_parquet(Path(ref.source))
+                self.batches = pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[ref.offset], columns=[ref.column])
+                self.where, self.start, self.rows = where, 0, []
+            while ref.size >= self.start + len(self.rows):
+                try:
+                    batch = next(self.batches)
+                except StopIteration:
+                    self.where = None
+                    raise ImageLoadError("the row is not in the file any more (rewritten?)", path=ref.label) from None
+                self.start += len(self.rows)
+                self.rows = batch.column(0).to_pylist()
+            value = self.rows[ref.size - self.start]
+        if isinstance(value, dict):  # Hugging Face's {bytes, path}
+            value = value.get("bytes")
+        if value is None:
+            raise ImageLoadError(f"no image (null in column {ref.column!r})", path=ref.label)
+        return value
+
+
+_cursor = _ParquetCursor()
 
 
 def _read_parquet_image(ref: ShardSample) -> bytes:
-    where = (ref.source, ref.column, ref.offset)
-    c = _cursor
-    if c.get("where") != where or ref.size < c["start"]:
-        pf = _open_parquet(Path(ref.source))
-        c.clear()
-        c.update(
-            where=where, batches=pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[ref.offset], columns=[ref.column])
-        )
-        c.update(start=0, rows=[])
-    while ref.size >= c["start"] + len(c["rows"]):
-        try:
-            batch = next(c["batches"])
-        except StopIteration:
-            _cursor.clear()
-            raise ImageLoadError("the row is not in the file any more (was it rewritten?)", path=ref.label) from None
-        c["start"] += len(c["rows"])
-        c["rows"] = batch.column(0).to_pylist()
-    value = c["rows"][ref.size - c["start"]]
-    if isinstance(value, dict):
-        value = value.get("bytes")
-    if value is None:
-        raise ImageLoadError(f"no image (null in column {ref.column!r})", path=ref.label)
-    return value
+    return _cursor.read(ref)
 
 
 # ---------------------------------------------------------------------------------------------- shared
