@@ -5,6 +5,7 @@ computation from the model's own embeddings, the formulas on crafted vectors, an
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -217,3 +218,24 @@ def test_cli_clip_model_offline_not_cached_names_the_option(tmp_path, photos, mo
     pred = _write(tmp_path / "caps.jsonl", [{"file_name": "0.png", "caption": "a"}])
     err = _fails([pred, "--clip-model", "openai/clip-vit-base-patch32", "--images", photos], capsys)
     assert "openai/clip-vit-base-patch32" in err and "--clip-model" in err and "not in the local cache" in err
+
+
+def test_cli_out_without_references_and_compare(tmp_path, photos, tiny_clip_dir, capsys):
+    """--out writes the report for a reference-free run (the length plot draws predictions only, warns nothing);
+    compare of two metrics.json made with different CLIP models says their CLIPScores are not comparable."""
+    pred = _write(tmp_path / "caps.jsonl", [{"file_name": f"{i}.png", "caption": c} for i, c in enumerate(CAPTIONS)])
+    out_dir = tmp_path / "eval"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's mean of an empty reference list
+        rc, _, err = _run([pred, "--images", photos, "--clip-model", tiny_clip_dir, "--out", out_dir], capsys)
+    assert rc == 0, err
+    rows = [json.loads(x) for x in (out_dir / "per_item.jsonl").read_text().splitlines()]
+    assert [set(r) - {"index", "line", "file_name", "prediction", "references"} for r in rows] == [{"CLIPScore"}] * 3
+    examples = json.loads((out_dir / "examples.json").read_text())
+    assert examples["rank_by"] == "CLIPScore" and (out_dir / "lengths.png").stat().st_size > 0
+    other = json.loads((out_dir / "metrics.json").read_text())
+    other["settings"]["clipscore"]["model"] = "openai/clip-vit-base-patch32"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["evaluate", "compare", str(out_dir / "metrics.json"), str(tmp_path / "other.json")]) == 0
+    err = capsys.readouterr().err
+    assert "CLIPScore of A used" in err and "not comparable" in err

@@ -247,8 +247,9 @@ def compare(
             )  # fmt: skip
             loaded = scores.to_json()
         sides.append(loaded)
-    for key in ("BERTScore",):  # scores from different BERTScore models are not comparable: say so
-        ma, mb = (s.get("settings", {}).get("bertscore", {}).get("name") for s in sides)
+    # scores from different BERTScore / CLIP models are not comparable: say so
+    for key, group, field in (("BERTScore", "bertscore", "name"), ("CLIPScore", "clipscore", "model")):
+        ma, mb = ((s.get("settings", {}).get(group) or {}).get(field) for s in sides)
         if ma and mb and ma != mb:
             err.print(f"warning: {key} of A used {ma}, of B {mb}; their {key} values are not comparable")
     rows = compare_scores(sides[0], sides[1], keys=[*METRIC_KEYS, "n"])

@@ -184,7 +184,7 @@ def compute_caption_metrics(
     settings: dict[str, Any] = {"metrics": list(groups)}
     if references is None:
         for key in metric_keys(g for g in groups if g not in REFERENCE_FREE_GROUPS) + ("RefCLIPScore",):
-            unavailable[key] = "no references (CLIPScore is the metric that needs none)"
+            unavailable[key] = "no references"
         groups = tuple(g for g in groups if g in REFERENCE_FREE_GROUPS)
     refs = None if references is None else [list(r) for r in references]
 

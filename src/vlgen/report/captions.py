@@ -26,7 +26,7 @@ from vlgen.report.plots import length_histogram_png
 from vlgen.report.predictions import CaptionItem
 
 # Columns shown in example tables, after the ranking metric (when computed).
-EXAMPLE_COLUMNS = ("BLEU-4", "CIDEr", "BERTScore", "combined", "prompt_similarity")
+EXAMPLE_COLUMNS = ("BLEU-4", "CIDEr", "BERTScore", "combined", "prompt_similarity", "CLIPScore", "RefCLIPScore")
 
 
 def default_rank_by(scores: CaptionScores) -> str:
