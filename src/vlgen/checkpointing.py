@@ -8,8 +8,8 @@ Layout of `OUT/checkpoints/checkpoint-STEP/`:
   rng_rank{r}.json    the same for process r > 0 of a multi-process run (+ rng_rank{r}.safetensors): each
                       process resumes its own streams (dropout masks differ between processes)
   trainer_state.json  global step, epoch, batch position, best metric, history
-A checkpoint is written to `checkpoint-STEP.tmp/` and renamed into place, so a run killed mid-write
-never leaves a half checkpoint that `--resume-from-checkpoint latest` would pick up.
+A checkpoint is assembled in a temp folder and renamed into place (`fileio.atomic_directory`), so a run killed
+mid-write never leaves a half checkpoint that `--resume-from-checkpoint latest` would pick up.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vlgen.errors import ConfigError
-from vlgen.fileio import atomic_write_text, normalise_modes
+from vlgen.fileio import atomic_directory
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -181,21 +181,15 @@ def save_checkpoint(
     from safetensors.torch import save_file, save_model
 
     final = ckpt_root / f"checkpoint-{step}"
-    tmp = ckpt_root / f"checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    for rank, (meta, tensors) in enumerate(rng_states or [rng_state()]):
-        stem = "rng" if rank == 0 else f"rng_rank{rank}"
-        atomic_write_text(tmp / f"{stem}.json", json.dumps(meta))
-        save_file(tensors, str(tmp / f"{stem}.safetensors"))
-    atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=1))
-    normalise_modes(tmp)  # safetensors writes 0600
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with atomic_directory(final) as tmp:  # a crash leaves no half checkpoint for `latest` to pick up
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        for rank, (meta, tensors) in enumerate(rng_states or [rng_state()]):
+            stem = "rng" if rank == 0 else f"rng_rank{rank}"
+            (tmp / f"{stem}.json").write_text(json.dumps(meta))
+            save_file(tensors, str(tmp / f"{stem}.safetensors"))
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
     return final
 
 

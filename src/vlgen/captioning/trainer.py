@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from vlgen.config import config_to_dict, save_config
 from vlgen.data.images import load_image
 from vlgen.data.records import Record, load_records
 from vlgen.errors import ConfigError
-from vlgen.fileio import check_output_dir, normalise_modes, write_json, write_jsonl
+from vlgen.fileio import atomic_directory, check_output_dir, write_json, write_jsonl
 from vlgen.report.html import format_number
 from vlgen.training.loop import LoopSettings, TrainingLoop, TrainingTask, make_accelerator, write_history
 from vlgen.training.schedules import build_scheduler as build_lr_scheduler
@@ -478,15 +477,10 @@ class CaptionTrainer:
         return False
 
     def _save_model(self, name: str) -> Path:
-        """Save the captioner to OUT/name atomically (written beside, then swapped in)."""
-        final, tmp = self.out / name, self.out / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.captioner.save(tmp)
-        normalise_modes(tmp)  # safetensors writes 0600; the rest of the run is 0644
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        return final
+        """Save the captioner to OUT/name atomically: a crash leaves the complete old or new copy."""
+        with atomic_directory(self.out / name) as tmp:
+            self.captioner.save(tmp)
+        return self.out / name
 
 
 def train_captioner(cfg: CaptionTrainConfig) -> dict[str, Any]:
