@@ -1,6 +1,7 @@
 """Pure metrics: lists of strings (or tensors) in, numbers out - never paths or argv.
 
-Text metrics live in `vlgen.metrics.text` (orchestration), `coco` (pycocoevalcap), `bertscore`, `similarity`;
+Text metrics live in `vlgen.metrics.text` (orchestration), `coco` (pycocoevalcap), `bertscore`, `similarity`,
+`clipscore` (CLIPScore/RefCLIPScore of captions against their images, Hessel et al. 2021);
 `compare` puts two score sets side by side. Heavy libraries are imported when a metric is computed.
 """
 
