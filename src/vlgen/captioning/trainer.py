@@ -14,7 +14,6 @@ module keeps what is particular to captioning: samples, model, validation and th
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import time
@@ -28,14 +27,22 @@ import torch
 
 from vlgen.captioning.base import Captioner
 from vlgen.captioning.train_config import RESUME_MAY_DIFFER, RESUME_PATH_KEYS, CaptionTrainConfig
-from vlgen.checkpointing import list_checkpoints, prepare_output_dir
-from vlgen.config import config_to_dict, save_config
+from vlgen.checkpointing import list_checkpoints
 from vlgen.data.images import load_image
 from vlgen.data.records import Record, load_records
 from vlgen.errors import ConfigError
 from vlgen.fileio import atomic_directory, check_output_dir, write_json, write_jsonl
 from vlgen.report.html import format_number
-from vlgen.training.loop import LoopSettings, TrainingLoop, TrainingTask, make_accelerator, write_history
+from vlgen.training.loop import (
+    LoopSettings,
+    TrainingLoop,
+    TrainingTask,
+    main_process_log,
+    make_accelerator,
+    open_run,
+    save_run_config,
+    write_history,
+)
 from vlgen.training.schedules import build_scheduler as build_lr_scheduler
 from vlgen.training.schedules import ignored_warmup, restarts_for_period
 
@@ -274,22 +281,9 @@ class CaptionTrainer:
             project_dir=self.out,
             find_unused_parameters=not cfg.gradient_checkpointing,
         )
-        # Before anything is written: a new run never mixes into another one's folder, a resume continues
-        # the same run (the saved config.yaml must match, RESUME_MAY_DIFFER aside).
-        prepare_output_dir(
-            self.out,
-            option="--out",
-            resume=cfg.resume_from_checkpoint,
-            overwrite=cfg.overwrite_output_dir,
-            config=config_to_dict(cfg),
-            may_differ=RESUME_MAY_DIFFER,
-            path_keys=RESUME_PATH_KEYS,
-            clear=self.accelerator.is_main_process,
+        self.continues_a_run = open_run(
+            self.accelerator, cfg, self.out, option="--out", may_differ=RESUME_MAY_DIFFER, path_keys=RESUME_PATH_KEYS
         )
-        # Whether --out held a run before this one (it survived prepare_output_dir: a resume). A fresh run with
-        # --resume-from-checkpoint latest has nothing to say about checkpoints.
-        self.continues_a_run = (self.out / "config.yaml").is_file()
-        self.accelerator.wait_for_everyone()
         self.train_records = load_records(cfg.data, split=cfg.train_split, caption_column=cfg.caption_column)
         self.val_records = (
             load_records(cfg.data, split=cfg.validation_split, caption_column=cfg.caption_column)
@@ -299,10 +293,7 @@ class CaptionTrainer:
 
     # -- helpers
     def _log(self, msg: str) -> None:
-        if self.accelerator.is_main_process:
-            from rich.console import Console
-
-            Console(stderr=True, highlight=False, soft_wrap=True).print(msg)
+        main_process_log(self.accelerator)(msg)
 
     def _features(self, records: Sequence[Record], what: str) -> torch.Tensor | None:
         cap = self.captioner
@@ -372,8 +363,7 @@ class CaptionTrainer:
         if cfg.gradient_checkpointing and not cap.enable_gradient_checkpointing():
             self._log(f"[yellow]gradient checkpointing is not supported by {cap.family}; training without it[/]")
         self.out.mkdir(parents=True, exist_ok=True)
-        if acc.is_main_process:  # saved without --overwrite-output-dir: rerunning from it must not clear the run
-            save_config(dataclasses.replace(cfg, overwrite_output_dir=False), self.out)
+        save_run_config(acc, cfg, self.out)
 
         samples = training_samples(self.train_records)
         train_feats = self._features(self.train_records, "train")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -26,8 +25,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlgen.checkpointing import prepare_output_dir
-from vlgen.config import config_to_dict, save_config
 from vlgen.errors import ConfigError
 from vlgen.fileio import check_output_dir
 from vlgen.memory import release_memory
@@ -49,7 +46,15 @@ from vlgen.t2i.lora_data import (
     class_examples,
     instance_examples,
 )
-from vlgen.training.loop import LoopSettings, TrainingLoop, TrainingTask, make_accelerator
+from vlgen.training.loop import (
+    LoopSettings,
+    TrainingLoop,
+    TrainingTask,
+    main_process_log,
+    make_accelerator,
+    open_run,
+    save_run_config,
+)
 from vlgen.training.schedules import build_scheduler, ignored_warmup
 
 
@@ -200,30 +205,14 @@ class LoraTrainer:
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             project_dir=self.out,
         )
-        # Before anything is written: a new run never mixes into another one's folder, a resume continues
-        # the same run (the saved config.yaml must match, RESUME_MAY_DIFFER aside).
-        prepare_output_dir(
-            self.out,
-            option="--output-dir",
-            resume=cfg.resume_from_checkpoint,
-            overwrite=cfg.overwrite_output_dir,
-            config=config_to_dict(cfg),
-            may_differ=RESUME_MAY_DIFFER,
-            path_keys=RESUME_PATH_KEYS,
-            clear=self.acc.is_main_process,
+        self.continues_a_run = open_run(
+            self.acc, cfg, self.out, option="--output-dir", may_differ=RESUME_MAY_DIFFER, path_keys=RESUME_PATH_KEYS
         )
-        # Whether --output-dir held a run before this one (it survived prepare_output_dir: a resume). A fresh run
-        # with --resume-from-checkpoint latest has nothing to say about checkpoints.
-        self.continues_a_run = (self.out / "config.yaml").is_file()
-        self.acc.wait_for_everyone()
         self.instances = instance_examples(cfg)  # decodes every image: broken files fail here
         self.timings: dict[str, float] = {}
 
     def log(self, msg: str) -> None:
-        if self.acc.is_main_process:
-            from rich.console import Console
-
-            Console(stderr=True, highlight=False, soft_wrap=True).print(msg)
+        main_process_log(self.acc)(msg)
 
     # ------------------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
@@ -393,8 +382,7 @@ class LoraTrainer:
         cfg, acc = self.cfg, self.acc
         t_start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
-        if acc.is_main_process:  # saved without --overwrite-output-dir: rerunning from it must not clear the run
-            save_config(dataclasses.replace(cfg, overwrite_output_dir=False), self.out)
+        save_run_config(acc, cfg, self.out)
         if not hasattr(self, "parts"):
             self.setup()
         loop = TrainingLoop(

@@ -69,6 +69,51 @@ def make_accelerator(
     )
 
 
+def open_run(accelerator, cfg: Any, out: Path, *, option: str, may_differ: frozenset[str], path_keys: frozenset[str]):
+    """Before anything is written: a new run never mixes into another one's folder, a resume continues the same
+    run (the saved config.yaml must equal `cfg` but for `may_differ`; vlgen.checkpointing.prepare_output_dir).
+    Rank 0 clears the folder for --overwrite-output-dir; the others wait for it. Returns whether `out` held this
+    run before (a resume: a fresh run with --resume-from-checkpoint latest has nothing to say about checkpoints)."""
+    from vlgen.checkpointing import prepare_output_dir
+    from vlgen.config import config_to_dict
+
+    prepare_output_dir(
+        out,
+        option=option,
+        resume=cfg.resume_from_checkpoint,
+        overwrite=cfg.overwrite_output_dir,
+        config=config_to_dict(cfg),
+        may_differ=may_differ,
+        path_keys=path_keys,
+        clear=accelerator.is_main_process,
+    )
+    continues = (out / "config.yaml").is_file()
+    accelerator.wait_for_everyone()
+    return continues
+
+
+def save_run_config(accelerator, cfg: Any, out: Path) -> None:
+    """OUT/config.yaml (rank 0), without --overwrite-output-dir: rerunning from it must not clear the run."""
+    if accelerator.is_main_process:
+        import dataclasses
+
+        from vlgen.config import save_config
+
+        save_config(dataclasses.replace(cfg, overwrite_output_dir=False), out)
+
+
+def main_process_log(accelerator) -> Callable[[str], None]:
+    """A `log(msg)` that prints rich markup on stderr from rank 0 only."""
+
+    def log(msg: str) -> None:
+        if accelerator.is_main_process:
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False, soft_wrap=True).print(msg)
+
+    return log
+
+
 def zero_stage(accelerator) -> int:
     """The DeepSpeed ZeRO stage of the run (0: no DeepSpeed, or DeepSpeed without partitioning)."""
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
@@ -370,7 +415,10 @@ __all__ = [
     "LoopSettings",
     "TrainingLoop",
     "TrainingTask",
+    "main_process_log",
     "make_accelerator",
+    "open_run",
+    "save_run_config",
     "shard",
     "write_history",
     "zero_stage",
