@@ -77,6 +77,7 @@ def open_run(accelerator, cfg: Any, out: Path, *, option: str, may_differ: froze
     from vlgen.checkpointing import prepare_output_dir
     from vlgen.config import config_to_dict
 
+    check_resume_possible(accelerator, cfg.resume_from_checkpoint)
     prepare_output_dir(
         out,
         option=option,
@@ -118,6 +119,17 @@ def zero_stage(accelerator) -> int:
     """The DeepSpeed ZeRO stage of the run (0: no DeepSpeed, or DeepSpeed without partitioning)."""
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     return int(getattr(plugin, "zero_stage", 0) or 0) if plugin is not None else 0
+
+
+def check_resume_possible(accelerator, resume_from_checkpoint: str | None) -> None:
+    """Under DeepSpeed ZeRO a process holds only its shard of the optimiser state, which vlgen's checkpoints
+    do not gather (accelerate's `save_state` would): resuming is refused in one line, before any model loads."""
+    stage = zero_stage(accelerator)
+    if stage and resume_from_checkpoint:
+        raise ConfigError(
+            f"--resume-from-checkpoint is not supported under DeepSpeed ZeRO stage {stage}: its checkpoints "
+            "would hold one process's optimiser shard; train without DeepSpeed to resume"
+        )
 
 
 def shard(batch: Sequence[int], rank: int, world: int) -> list[int]:
@@ -195,9 +207,11 @@ def _identity(x: Any) -> Any:
 class _EpochBatches(torch.utils.data.Dataset):
     """Item k: this process's micro-batch of global batch `start + k` of one epoch, built by the task."""
 
-    def __init__(self, task: TrainingTask, batches: list[list[int]], epoch: int, start: int, rank: int, world: int):
-        self.task, self.batches, self.epoch, self.start = task, batches, epoch, start
-        self.rank, self.world, self.seed = rank, world, 0
+    def __init__(
+        self, task: TrainingTask, batches: list[list[int]], *, seed: int, epoch: int, start: int, rank: int, world: int
+    ):
+        self.task, self.batches, self.seed, self.epoch, self.start = task, batches, seed, epoch, start
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return len(self.batches) - self.start
@@ -248,13 +262,9 @@ class TrainingLoop:
         self.epochs = math.ceil(total_steps / steps_per_epoch)
         self.log = log
         self.checkpoints = True
+        check_resume_possible(accelerator, settings.resume_from_checkpoint)
         stage = zero_stage(accelerator)
         if stage:
-            if settings.resume_from_checkpoint:
-                raise ConfigError(
-                    f"--resume-from-checkpoint is not supported under DeepSpeed ZeRO stage {stage}: its checkpoints "
-                    "would hold one process's optimiser shard; train without DeepSpeed to resume"
-                )
             self.checkpoints = False
             log(f"[yellow]DeepSpeed ZeRO stage {stage}: no resumable checkpoints are written in this run[/]")
 
@@ -315,8 +325,10 @@ class TrainingLoop:
         from accelerate.data_loader import prepare_data_loader
 
         acc = self.acc
-        dataset = _EpochBatches(task, batches, epoch, start, acc.process_index, acc.num_processes)
-        dataset.seed = self.settings.seed
+        dataset = _EpochBatches(
+            task, batches, seed=self.settings.seed, epoch=epoch, start=start, rank=acc.process_index,
+            world=acc.num_processes,
+        )  # fmt: skip
         # A generator of its own: a DataLoader draws its workers' base seed when iterated, from the global
         # stream otherwise - one draw more in a resumed run (its mid-epoch loader) than in an uninterrupted one.
         g = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + epoch)
@@ -415,6 +427,7 @@ __all__ = [
     "LoopSettings",
     "TrainingLoop",
     "TrainingTask",
+    "check_resume_possible",
     "main_process_log",
     "make_accelerator",
     "open_run",
