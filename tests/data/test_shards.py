@@ -117,6 +117,7 @@ def test_img2dataset_and_hf_parquet_layouts(tmp_path, monkeypatch):
         write_parquet(hf / f, {"image": image, "text": [f"c{i}" for i in rows]}, row_group_size=2)
     samples = list_samples(hf.parent, with_captions=True)
     assert [(s.key, s.captions) for s in samples] == [(str(i), [f"c{i}"]) for i in range(4)]
+    assert [n for n, _ in collect_inputs(sorted(hf.glob("*.parquet")))] == ["0", "1", "2", "3"]  # files one by one
     assert load_sample_image(samples[3].ref).getpixel((0, 0)) == COLORS[3]
 
     # a file_name column names the rows; columns can be named
@@ -130,9 +131,10 @@ def test_img2dataset_and_hf_parquet_layouts(tmp_path, monkeypatch):
 def test_key_in_two_shards_is_refused_naming_both(tmp_path):
     a = write_tar(tmp_path / "s" / "a.tar", [("k1", {"png": png(0)}), ("k2", {"png": png(1)})])
     b = write_tar(tmp_path / "s" / "b.tar", [("k2", {"png": png(2)})])
-    with pytest.raises(DataError) as e:
-        collect_inputs([tmp_path / "s"])
-    assert "'k2'" in str(e.value) and str(a) in str(e.value) and str(b) in str(e.value)
+    for inputs in ([tmp_path / "s"], [a, b]):  # a folder, or the shards one by one (as a shell expands *.tar)
+        with pytest.raises(DataError) as e:
+            collect_inputs(inputs)
+        assert "'k2'" in str(e.value) and str(a) in str(e.value) and str(b) in str(e.value)
     write_tar(tmp_path / "t" / "c.tar", [("k1", {"png": png(0)}), ("k2", {"png": png(1)}), ("k1", {"txt": b"x"})])
     with pytest.raises(DataError, match=r"c\.tar: sample key 'k1' appears twice in"):
         list_samples(tmp_path / "t")

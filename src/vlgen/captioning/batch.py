@@ -30,7 +30,7 @@ from pathlib import Path
 from vlgen.captioning.base import Captioner
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_records
 from vlgen.data.records import check_inside
-from vlgen.data.shards import ShardSample, list_samples, load_sample_image
+from vlgen.data.shards import ShardSample, collect_samples, find_source, load_sample_image, split_files
 from vlgen.errors import DataError, ImageLoadError, VlgenError
 from vlgen.fileio import JsonlAppender, parse_json_object, read_jsonl_objects_lenient, write_jsonl
 from vlgen.progress import make_progress
@@ -67,12 +67,31 @@ def collect_inputs(
     """(file_name, path) for image files, image folders (recursively, sorted) and dataset folders;
     (key, sample) for WebDataset shards and parquet (vlgen.data.shards; `image_column` picks the image)."""
     items: list[tuple[str, Path | ShardSample]] = []
+    # Consecutive shard (or parquet) inputs are listed as one source: `a.tar b.tar` (a shell's glob) is
+    # 'DIR/*.tar' - one duplicate-key check, parquet row numbers counted across the files.
+    run: list = []  # [kind, files, first input]
+
+    def flush() -> None:
+        if run:
+            samples = collect_samples(run[0], run[1], label=run[2], image_column=image_column)
+            items.extend((s.key, s.ref) for s in samples)
+            run.clear()
+
     for raw in inputs:
         p = Path(raw)
-        samples = list_samples(raw, image_column=image_column, split=split)  # None: not shards or parquet
-        if samples is not None:
-            items += [(s.key, s.ref) for s in samples]
-        elif p.is_dir() and (p / METADATA_NAME).is_file():
+        found = find_source(raw)  # None: not shards or parquet
+        if found is not None:
+            kind, files = found
+            files = split_files(kind, files, split, raw) if split is not None else files
+            if run and run[0] != kind:
+                flush()
+            if run:
+                run[1].extend(files)
+            else:
+                run.extend([kind, list(files), str(raw)])
+            continue
+        flush()
+        if p.is_dir() and (p / METADATA_NAME).is_file():
             items += [(r.file_name, r.path) for r in load_records(p, split=split)]
         elif p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
@@ -85,6 +104,7 @@ def collect_inputs(
             items.append((str(raw), p))
         else:
             raise DataError("no such file or folder", path=str(p))
+    flush()
     seen: dict[str, Path | ShardSample] = {}
     for name, path in items:
         if name in seen and seen[name] != path:

@@ -247,17 +247,38 @@ def list_samples(
     split: str | None = None,
 ) -> list[Sample] | None:
     """All samples of the shards/parquet `raw` names (None when it names image files or folders); with `split`,
-    only that split's parquet files (`split_files`).
-
-    A key in two files (or twice in one shard) is refused with DataError naming both places."""
+    only that split's parquet files (`split_files`). See `collect_samples`."""
     found = find_source(raw)
     if found is None:
         return None
     kind, files = found
     if split is not None:
         files = split_files(kind, files, split, raw)
+    return collect_samples(
+        kind,
+        files,
+        label=str(raw),
+        image_column=image_column,
+        caption_column=caption_column,
+        with_captions=with_captions,
+    )
+
+
+def collect_samples(
+    kind: str,
+    files: Sequence[Path],
+    *,
+    label: str,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    with_captions: bool = False,
+) -> list[Sample]:
+    """The samples of `files` (one kind; a file listed twice counts once), in order. A key in two files (or
+    twice in one shard) is refused with DataError naming both places; no sample at all too (`label` names
+    the input)."""
     seen: dict[str, str] = {}
     samples = []
+    files = list(dict.fromkeys(files))
     for s in iter_samples(
         kind, files, image_column=image_column, caption_column=caption_column, with_captions=with_captions
     ):
@@ -271,7 +292,7 @@ def list_samples(
         seen[s.key] = s.ref.source
         samples.append(s)
     if not samples:
-        raise DataError("no samples in these files", path=str(raw))
+        raise DataError("no samples in these files", path=label)
     return samples
 
 
