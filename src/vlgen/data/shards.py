@@ -195,6 +195,15 @@ class Sample:
     ref: ShardSample
     captions: list[str] | None = None
 
+    @property
+    def source(self) -> str:
+        """The shard or parquet file the sample is in."""
+        return self.ref.source
+
+    def load(self, *, input_size: tuple[int, int] | None = None):
+        """Decode the image (read from its file now); ImageLoadError naming shard and key."""
+        return self.ref.load(input_size=input_size)
+
 
 def iter_samples(
     kind: str,
