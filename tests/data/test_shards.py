@@ -109,6 +109,12 @@ def test_img2dataset_and_hf_parquet_layouts(tmp_path, monkeypatch):
     assert [(s.key, s.captions) for s in samples] == [(f"k{i}", [f"t{i}"]) for i in range(5)]
     assert [load_sample_image(s.ref).getpixel((0, 0)) for s in samples] == COLORS[:5]
     assert load_sample_image(samples[1].ref).getpixel((0, 0)) == COLORS[1]  # going back reopens the row group
+    # img2dataset keeps a row per failed download (no image): not a sample, as in its tar output
+    failed = write_parquet(
+        tmp_path / "f.parquet",
+        {"key": ["a", "b"], "jpg": [png(0), None], "txt": ["x", None], "status": ["success", "failed_to_download"]},
+    )
+    assert [s.key for s in list_samples(failed, with_captions=True)] == ["a"]
 
     # Hugging Face datasets: image {bytes, path}, text, no key column -> the row number across files
     hf = tmp_path / "hf" / "data"

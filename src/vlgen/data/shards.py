@@ -16,7 +16,8 @@ samples costs a list of small references (~250 bytes each), never the images:
   in that order, or `image_column`), caption columns (`text`, `txt`, `caption`, or `caption_column`). This
   covers img2dataset's parquet output (`jpg`, `txt`, `key`) and Hugging Face datasets' parquet export
   (`image` {bytes, path}, `text`) unchanged. The key is the `file_name` column, else `key`, else the row
-  number counted across the source's files in sorted order. Columns are read in batches of BATCH_ROWS
+  number counted across the source's files in sorted order. Rows img2dataset marks as failed (`status` not
+  `success`; they have no image) are not samples, as in its tar output. Columns are read in batches of BATCH_ROWS
   rows, never a whole file.
 
 A folder holding image files stays an image folder (as before); a folder without images but with `.tar`
@@ -52,6 +53,7 @@ IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 IMAGE_COLUMNS = ("image", "jpg", "png", "jpeg", "webp", "img")
 CAPTION_COLUMNS = ("text", "txt", "caption")
 KEY_COLUMNS = ("file_name", "key")
+STATUS_COLUMN = "status"  # img2dataset: success, failed_to_download, failed_to_resize
 BATCH_ROWS = 64  # parquet rows read at a time (images of one batch in memory, never a row group or file)
 _BRACE = re.compile(r"\{(?:(\d+)\.\.(\d+)|([^{}]*,[^{}]*))\}")  # {00000..00099} or {a,b}
 
@@ -457,8 +459,12 @@ def _iter_parquet(path: Path, image_column, caption_column, with_captions, count
     cap_column = (
         _pick(names, caption_column, CAPTION_COLUMNS, "caption", "--caption-column", path) if with_captions else None
     )
-    columns = [c for c in (key_column, cap_column) if c is not None]
+    # img2dataset's parquet keeps a row for each failed download (status failed_to_download, no image); its
+    # tar output has no sample for them, so neither does its parquet here.
+    status_column = STATUS_COLUMN if STATUS_COLUMN in names else None
+    columns = [c for c in (key_column, cap_column, status_column) if c is not None]
     source = str(path)
+    first_row = 0  # of the row group, in the file
     for rg in range(pf.num_row_groups):
         n = pf.metadata.row_group(rg).num_rows
         batches = pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[rg], columns=columns) if columns else None
@@ -466,17 +472,18 @@ def _iter_parquet(path: Path, image_column, caption_column, with_captions, count
         while row < n:
             if batches is not None:
                 batch = next(batches).to_pydict()
-                keys = batch.get(key_column) if key_column else None
-                caps = batch.get(cap_column) if cap_column else None
+                keys, caps, status = (batch.get(c) if c else None for c in (key_column, cap_column, status_column))
                 size = len(next(iter(batch.values())))
             else:
-                keys, caps, size = None, None, min(BATCH_ROWS, n - row)
+                keys, caps, status, size = None, None, None, min(BATCH_ROWS, n - row)
             for i in range(size):
-                number = counter[0]
+                number = counter[0]  # the row number across the source's files
                 counter[0] += 1
+                if status is not None and status[i] not in (None, "success"):
+                    continue
                 if keys is not None:
                     if keys[i] is None:
-                        raise DataError(f"row {number}: {key_column!r} is empty", path=source)
+                        raise DataError(f"row {first_row + row + i}: {key_column!r} is empty", path=source)
                     key = str(keys[i])
                 else:
                     key = str(number)
@@ -487,6 +494,7 @@ def _iter_parquet(path: Path, image_column, caption_column, with_captions, count
                     captions = _captions(caps[i], f"column {cap_column!r}", f"{source} (sample {key!r})")
                 yield Sample(key, ref, captions)
             row += size
+        first_row += n
 
 
 class _ParquetCursor:
