@@ -98,6 +98,34 @@ def test_webdataset_naming_subfolders_multi_dot_extensions_and_image_choice(tmp_
     assert only_seg.ref.member == "dir/x.seg.png"
 
 
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_header_scan_reads_what_tarfile_reads(tmp_path, fmt):
+    """The fast header scan against tarfile: long names (ustar prefix, GNU long name, pax path), non-ASCII
+    names, directories, empty members; a link sends the shard to tarfile (same samples)."""
+    path = tmp_path / "a.tar"
+    names = ["a.png", "a.txt", "d" * 60 + "/" + "x" * 90 + ".png", "ünï/ké.txt", "e.json"]  # 155 chars: ustar prefix
+    with tarfile.open(path, "w", format=fmt) as tf:
+        info = tarfile.TarInfo("somedir")
+        info.type = tarfile.DIRTYPE
+        tf.addfile(info)
+        for i, name in enumerate(names):
+            data = png(i) * (i + 1) if name.endswith(".png") else b"" if name == "e.json" else b"caption"
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with tarfile.open(path) as tf:
+        expected = [(m.name, m.offset_data, m.size) for m in tf if m.isfile()]
+    with open(path, "rb") as f:
+        assert shards._scan_tar(f, path.stat().st_size) == expected
+    with tarfile.open(path, "a", format=fmt) as tf:
+        link = tarfile.TarInfo("z.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "a.png"
+        tf.addfile(link)
+    with open(path, "rb") as f:
+        assert shards._scan_tar(f, path.stat().st_size) is None
+    assert list(shards._tar_entries(path)) == expected
+
+
 def test_img2dataset_and_hf_parquet_layouts(tmp_path, monkeypatch):
     monkeypatch.setattr(shards, "BATCH_ROWS", 2)  # several batches and row groups with 5 rows
     img2 = write_parquet(
