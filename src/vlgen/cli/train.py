@@ -29,8 +29,8 @@ HELP = {
     "eval_batch_size": "images per validation batch.",
     "learning_rate": "AdamW learning rate.",
     "weight_decay": "AdamW weight decay.",
-    "lr_scheduler": "transformers' names: constant (no warm-up), constant_with_warmup, linear, cosine, "
-    "cosine_with_restarts (alias cosine_restarts); hyphens work too.",
+    "lr_scheduler": "as in transformers and train lora: constant has no warm-up, constant_with_warmup has; "
+    "cosine_with_restarts (or cosine_restarts) restarts every --restart-epochs.",
     "lr_warmup_steps": "linear warm-up steps of the schedule (every one but constant).",
     "restart_epochs": "period of cosine_with_restarts in epochs (after the warm-up).",
     "gradient_accumulation_steps": "batches per optimiser step.",
