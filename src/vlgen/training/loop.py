@@ -339,6 +339,7 @@ class TrainingLoop:
             num_workers=self.settings.num_workers,
             collate_fn=_identity,
             generator=g,
+            pin_memory=acc.device.type == "cuda",  # page-locked batches: faster copies to the GPU
         )
         # The shards are this process's already (see `shard`): accelerate only moves them to the device and
         # tells `accumulate` where the epoch ends, so the last, short group of micro-batches steps too.
