@@ -1,24 +1,25 @@
 """Streaming sources beside folders: WebDataset tar shards and parquet files with image bytes.
 
 Both name each sample by a key and read its image only when it is decoded, so a source of millions of
-samples costs a list of small references (~250 bytes each), never the images:
+samples costs a list of small references (~350 bytes each with the key), never the images:
 
 * WebDataset shards (`DIR/*.tar`, `shards/{00000..00099}.tar`, a `.tar` file, or a folder of them): members
   are grouped into samples as `webdataset` does - the key is the member name up to the first dot of its
   base name (`a/000123.seg.png` -> key `a/000123`, extension `seg.png`), consecutive members with one key
   are one sample, extensions are matched lowercased. The image is the first member with an image extension
   (`jpg`, `jpeg`, `png`, `webp`, ... in IMAGE_EXTENSIONS order, or `image_column` when given); the caption
-  is the `.txt` member, else the `.json` member's `caption`. Listing reads only the tar headers; a sample's
-  image is read at its recorded offset. The `webdataset` package is not a dependency: its naming rules are
-  a few lines, and random access (every N-th sample per process) needs offsets its streaming reader lacks.
+  is the `.txt` member, else the `.json` member's `caption`. Listing reads only the tar headers (`_scan_tar`;
+  tarfile for unusual archives); a sample's image is read at its recorded offset. The `webdataset` package
+  is not a dependency: its naming rules are a few lines, and random access (every N-th sample per process)
+  needs offsets its streaming reader lacks.
 * Parquet (a `.parquet` file, a folder of them, searched recursively, or a pattern): one row per sample,
   an image column holding bytes or an `{bytes, path}` struct (`image`, `jpg`, `png`, `jpeg`, `webp`, `img`
   in that order, or `image_column`), caption columns (`text`, `txt`, `caption`, or `caption_column`). This
   covers img2dataset's parquet output (`jpg`, `txt`, `key`) and Hugging Face datasets' parquet export
   (`image` {bytes, path}, `text`) unchanged. The key is the `file_name` column, else `key`, else the row
   number counted across the source's files in sorted order. Rows img2dataset marks as failed (`status` not
-  `success`; they have no image) are not samples, as in its tar output. Columns are read in batches of BATCH_ROWS
-  rows, never a whole file.
+  `success`; they have no image) are not samples, as in its tar output. Columns are read in batches of
+  BATCH_ROWS rows, never a whole file.
 
 A folder holding image files stays an image folder (as before); a folder without images but with `.tar`
 files is shards (img2dataset's per-shard `.parquet` metadata beside them is then ignored), else with
