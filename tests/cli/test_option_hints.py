@@ -20,6 +20,7 @@ OTHER_TOOLS: dict[str, str] = {
     "--foo-bar": "vlgen.cli._options' docstring: the example of how a field name becomes an option",
     "--no-foo-bar": "vlgen.cli._options' docstring: the same example, negated",
     "--nproc_per_node": "torchrun's, in vlgen.cli.caption's docstring (several captioning processes)",
+    "--check": "`python -m vlgen.testing vocab --check`: the maintainers' tool that verifies the packaged test vocabs",
 }
 
 
