@@ -4,11 +4,17 @@ Each command owns one dataclass whose field defaults are written once, there. `r
 those defaults, applies a yaml file (unknown keys are an error naming the key and the file), then the CLI
 options the user actually gave (`None` means "not given"). `save_config` writes the result as yaml beside
 the outputs (`config.yaml`), so every run can be reproduced with `--config OUT/config.yaml`.
+
+A config may nest another dataclass flat (`FLAT`, `@flat_options`): `CaptionTrainConfig.cnn_lstm` holds the
+CNN-LSTM's hyper-parameters, declared once in `CnnLstmConfig`, yet a user sets each by its own name - `--encoder`,
+`encoder:` in a yaml (or the nested `cnn_lstm: {encoder: ...}`), `CaptionTrainConfig(encoder=...)` - and
+config.yaml writes them flat, as before they were nested, so older runs' config.yaml still load and resume.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
@@ -24,8 +30,95 @@ T = TypeVar("T")
 RESOLVED_CONFIG_NAME = "config.yaml"
 
 
+# Metadata of a field whose type is a dataclass: its options are options of the outer config, by their own names.
+FLAT = {"flat": True}
+
+
+def _is_option(f: dataclasses.Field) -> bool:
+    """`metadata={"option": False}`: set by code (e.g. the vocabulary size), never by a user; not a key."""
+    return f.metadata.get("option", True)
+
+
+@functools.cache
+def flat_option_parents(cls: type) -> dict[str, str]:
+    """Option name -> the `FLAT` field of `cls` that holds it (`{"encoder": "cnn_lstm", ...}`)."""
+    hints = typing.get_type_hints(cls)
+    own = {f.name for f in dataclasses.fields(cls)}
+    parents: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flat"):
+            for inner in filter(_is_option, dataclasses.fields(hints[f.name])):
+                if inner.name in own or inner.name in parents:
+                    raise TypeError(f"{cls.__name__}: option {inner.name!r} of {f.name} is declared twice")
+                parents[inner.name] = f.name
+    return parents
+
+
+def option_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """(field, type) of every option of `cls` in order; a `FLAT` field's options stand in its place.
+    What the CLI generates its options from (vlgen.cli._options)."""
+    hints = typing.get_type_hints(cls)
+    found: list[tuple[dataclasses.Field, Any]] = []
+    for f in filter(_is_option, dataclasses.fields(cls)):
+        if f.metadata.get("flat"):
+            inner = typing.get_type_hints(hints[f.name])
+            found += [(i, inner[i.name]) for i in filter(_is_option, dataclasses.fields(hints[f.name]))]
+        else:
+            found.append((f, hints[f.name]))
+    return found
+
+
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The keys a yaml/override may give, with their types: the options, and a `FLAT` field's own name too."""
+    hints = typing.get_type_hints(cls)
+    types_ = {f.name: hints[f.name] for f in filter(_is_option, dataclasses.fields(cls))}
+    return types_ | {f.name: tp for f, tp in option_fields(cls)}
+
+
+def _nest(cls: type, kwargs: dict[str, Any], base: Any = None) -> dict[str, Any]:
+    """`kwargs` with flat options moved into their `FLAT` field: `{encoder: "tiny"}` -> `{cnn_lstm: replace(
+    <cnn_lstm given, or base's, or the default>, encoder="tiny")}`."""
+    parents = flat_option_parents(cls)
+    if not parents.keys() & kwargs.keys():
+        return kwargs
+    kwargs, moved = dict(kwargs), {}
+    for name in [k for k in kwargs if k in parents]:
+        moved.setdefault(parents[name], {})[name] = kwargs.pop(name)
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    for parent, values in moved.items():
+        inner = kwargs.get(parent)
+        if inner is None:
+            inner = getattr(base, parent) if base is not None else defaults[parent].default_factory()
+        kwargs[parent] = dataclasses.replace(inner, **values)
+    return kwargs
+
+
+def flat_options(cls: type[T]) -> type[T]:
+    """Class decorator for a config with `FLAT` fields: `Cfg(encoder="tiny")`, `cfg.encoder` and `cfg.encoder = x`
+    reach `cfg.cnn_lstm.encoder`, as when each option was a field of its own (dataclasses.replace too)."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **_nest(cls, kwargs))
+
+    def __getattr__(self, name: str) -> Any:  # only called for names that are not attributes
+        parent = flat_option_parents(cls).get(name)
+        if parent is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(getattr(self, parent), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        parent = flat_option_parents(cls).get(name)
+        if parent is None:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(getattr(self, parent), name, value)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    cls.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    cls.__setattr__ = __setattr__  # type: ignore[method-assign]
+    return cls
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -96,13 +189,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _from_dict(cls: type[T], data: dict, where: str) -> T:
     hints = _field_types(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - set(hints))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(sorted(names))})")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(sorted(hints))})")
+    for name, parent in flat_option_parents(cls).items():
+        if name in data and isinstance(data.get(parent), dict) and name in data[parent]:
+            raise ConfigError(f"{where}: {name!r} is given twice, as {name} and as {parent}.{name}: keep one")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
-        return cls(**kwargs)
+        return cls(**_nest(cls, kwargs))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
 
@@ -164,13 +259,12 @@ def resolve_config(cls: type[T], config_file: str | Path | None = None, override
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if given:
         hints = _field_types(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
         for k in given:
-            if k not in names:
+            if k not in hints:
                 raise ConfigError(f"unknown option {k!r} for {cls.__name__}")
         given = {k: _coerce(v, hints[k], f"--{k.replace('_', '-')}") for k, v in given.items()}
         try:
-            cfg = dataclasses.replace(cfg, **given)
+            cfg = dataclasses.replace(cfg, **_nest(cls, given, base=cfg))
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
     return cfg
@@ -179,7 +273,14 @@ def resolve_config(cls: type[T], config_file: str | Path | None = None, override
 def config_to_dict(cfg: Any) -> dict:
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            d = {}
+            for f in dataclasses.fields(v):
+                x = getattr(v, f.name)
+                if f.metadata.get("flat"):  # its options by their own names, as the CLI and older runs have them
+                    d.update({i.name: plain(getattr(x, i.name)) for i in filter(_is_option, dataclasses.fields(x))})
+                else:
+                    d[f.name] = plain(x)
+            return d
         if isinstance(v, Path):
             return str(v)
         if isinstance(v, (list, tuple)):

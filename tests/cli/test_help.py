@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
@@ -50,12 +49,13 @@ def test_training_options_show_their_default(command, monkeypatch, capsys):
     """Options generated from the config dataclasses: the default in brackets, or said in the description
     where it is "not given" (None)."""
     from vlgen.captioning.train_config import CaptionTrainConfig
+    from vlgen.config import option_fields
     from vlgen.t2i.lora_config import LoraTrainConfig
 
     cls = {"caption": CaptionTrainConfig, "lora": LoraTrainConfig}[command]
     cmd = dict(COMMANDS)[("train", command)]
     by_name = {o.name: o for o in _options(cmd)}
-    for fld in dataclasses.fields(cls):
+    for fld, _ in option_fields(cls):  # CaptionTrainConfig.cnn_lstm's fields: --encoder, --attention, ...
         text = by_name[fld.name].help
         if fld.default in (None, ""):
             assert "default" in text.lower() or "required" in text.lower(), f"--{fld.name}: {text!r}"

@@ -17,7 +17,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,14 @@ from PIL import Image
 from torch import nn
 
 from vlgen.captioning.base import Captioner
+from vlgen.captioning.cnn_lstm_config import ENCODERS as ENCODERS  # re-exported
+from vlgen.captioning.cnn_lstm_config import MODEL_TYPE, CnnLstmConfig
 from vlgen.errors import ConfigError, ModelNotAvailableError
 from vlgen.fileio import atomic_file, atomic_write_text
 
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
 WEIGHTS_NAME = "model.safetensors"
-MODEL_TYPE = "vlgen-cnn-lstm"
-
-ENCODERS = ("resnet50", "densenet201", "tiny")
 # torchvision weight enums by encoder name; "none" means random init.
 ENCODER_WEIGHTS = {"resnet50": "ResNet50_Weights.IMAGENET1K_V2", "densenet201": "DenseNet201_Weights.IMAGENET1K_V1"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -95,32 +94,8 @@ class Vocabulary:
 
 
 # ----------------------------------------------------------------------------------------------- config
-@dataclass
-class CnnLstmConfig:
-    encoder: str = "resnet50"
-    # torchvision weights to start from: "default" (ImageNet, see ENCODER_WEIGHTS) or "none" (random init).
-    encoder_weights: str = "default"
-    freeze_encoder: bool = True
-    attention: bool = False
-    image_size: int = 224
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    attention_dim: int = 256
-    dropout: float = 0.3
-    # Weight of the doubly stochastic attention regulariser (lambda in Xu et al. 2015).
-    alpha_c: float = 1.0
-    max_length: int = 40
-    vocab_size: int = 0  # set from the vocabulary
-    tiny_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
-    model_type: str = MODEL_TYPE
-
-    def __post_init__(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ConfigError(f"encoder {self.encoder!r} is not one of {', '.join(ENCODERS)}")
-        if self.encoder_weights not in ("default", "none"):
-            raise ConfigError(f"encoder_weights must be 'default' or 'none', got {self.encoder_weights!r}")
-        if self.image_size < 16:
-            raise ConfigError(f"image_size must be at least 16, got {self.image_size}")
+# CnnLstmConfig (encoder, attention, embed_dim, hidden_dim, ...) is in cnn_lstm_config.py, importable without torch
+# for the CLI; imported here so `from vlgen.captioning.cnn_lstm import CnnLstmConfig` keeps working.
 
 
 # ----------------------------------------------------------------------------------------------- encoder

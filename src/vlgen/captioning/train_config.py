@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from vlgen.captioning.cnn_lstm_config import CnnLstmConfig
+from vlgen.config import FLAT, flat_options
 
 # transformers' / diffusers' schedule names, with their meaning (vlgen.training.schedules): `constant` has no
 # warm-up, `constant_with_warmup` has one, `cosine_with_restarts` warms up too and restarts every
@@ -16,11 +19,14 @@ SchedulerName = Literal[
 SCHEDULER_ALIASES = {"cosine_restarts": "cosine_with_restarts"}
 
 
+@flat_options
 @dataclass
 class CaptionTrainConfig:
     """`vlgen train caption` options. Defaults suit the CNN-LSTM; shipped yaml recipes set the others.
 
-    Every field is the CLI option of the same name (`learning_rate` <-> `--learning-rate`); train with
+    Every field is the CLI option of the same name (`learning_rate` <-> `--learning-rate`); the new CNN-LSTM's
+    hyper-parameters are nested in `cnn_lstm` (a `CnnLstmConfig`) but are options by their own names too
+    (`--encoder`, `encoder:` in a yaml, `CaptionTrainConfig(encoder="tiny")`, `cfg.encoder`). Train with
     `train_captioner(cfg)`, load a recipe with `resolve_config(CaptionTrainConfig, "blip-diffusiondb", {...})`.
 
     Example::
@@ -62,17 +68,12 @@ class CaptionTrainConfig:
     report_to: Literal["none", "tensorboard"] = "none"  # tensorboard: pip install 'vlgen[tensorboard]'
     num_workers: int = 0
     cpu: bool = False  # force CPU even when a GPU is present
-    # New CNN-LSTM only (ignored when fine-tuning a checkpoint)
-    encoder: str = "resnet50"
-    encoder_weights: str = "default"
-    freeze_encoder: bool = True
-    attention: bool = False
-    image_size: int = 224
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    attention_dim: int = 256
-    dropout: float = 0.3
-    alpha_c: float = 1.0
+    # New CNN-LSTM only (ignored when fine-tuning a checkpoint). The model's hyper-parameters (encoder,
+    # encoder_weights, freeze_encoder, attention, image_size, embed_dim, hidden_dim, attention_dim, dropout,
+    # alpha_c) are declared once, in CnnLstmConfig - what its config.json saves (issue 16 item 4).
+    cnn_lstm: CnnLstmConfig = field(default_factory=CnnLstmConfig, metadata=FLAT)
+    # Not model settings, so not in CnnLstmConfig: min_count builds the vocabulary from the training captions
+    # (saved as vocab.json, not config.json); the feature cache only makes training faster.
     min_count: int = 1
     cache_features: bool = True
     cache_dir: str | None = None

@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,17 +160,7 @@ def build_captioner(cfg: CaptionTrainConfig, train_records: Sequence[Record]) ->
             "cnn-lstm",
             captions=[c for r in train_records for c in r.captions],
             min_count=cfg.min_count,
-            encoder=cfg.encoder,
-            encoder_weights=cfg.encoder_weights,
-            freeze_encoder=cfg.freeze_encoder,
-            attention=cfg.attention,
-            image_size=cfg.image_size,
-            embed_dim=cfg.embed_dim,
-            hidden_dim=cfg.hidden_dim,
-            attention_dim=cfg.attention_dim,
-            dropout=cfg.dropout,
-            alpha_c=cfg.alpha_c,
-            max_length=cfg.max_length,
+            **asdict(replace(cfg.cnn_lstm, max_length=cfg.max_length)),  # vocab_size: from the vocabulary
         )
     return load_captioner(cfg.model)
 

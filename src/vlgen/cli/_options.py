@@ -1,8 +1,9 @@
 """Typer options generated from a config dataclass, so a trainer's options are declared once (its dataclass).
 
 Every field `foo_bar` becomes `--foo-bar`; booleans become `--foo-bar/--no-foo-bar`; `Literal[...]` becomes
-a choice. All defaults are `None` ("not given"), so `resolve_config` can layer defaults -> yaml -> CLI;
-the help text shows the dataclass default. Typer reads the generated `__signature__`.
+a choice. A nested dataclass marked `vlgen.config.FLAT` gives its fields' options in its place (`--encoder` for
+`CaptionTrainConfig.cnn_lstm.encoder`). All defaults are `None` ("not given"), so `resolve_config` can layer
+defaults -> yaml -> CLI; the help text shows the dataclass default. Typer reads the generated `__signature__`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def with_dataclass_options(
     `envvars`: field -> environment variable read when the option is not given; `extra`: more (keyword-only)
     parameters that are not fields of `cls`, passed to `f` among the overrides.
     """
-    hints = typing.get_type_hints(cls)
+    from vlgen.config import option_fields
+
     help = help or {}
     envvars = envvars or {}
 
@@ -68,10 +70,9 @@ def with_dataclass_options(
                     annotation=Path | None,
                 )
             )
-        for fld in dataclasses.fields(cls):
+        for fld, tp in option_fields(cls):
             if fld.name in exclude:
                 continue
-            tp = hints[fld.name]
             flag = fld.name.replace("_", "-")
             default = fld.default if fld.default is not dataclasses.MISSING else None
             text = help.get(fld.name, "")
