@@ -87,6 +87,21 @@ class DemoBaseConfig:
     # A base written by an earlier run: train on from its (EMA) UNet and keep its fitted VAE (no VAE fit); its
     # train_base.json is kept under "previous". How the committed base got more steps than one sitting allowed.
     init_from: str = ""
+    # > 0: the two text encoders train too, at this learning rate (0: frozen, their embeddings cached). Random
+    # tiny encoders mix each word with its position; trained ones give the UNet's cross-attention words it can
+    # bind colours and shapes to.
+    text_encoder_lr: float = 0.0
+    # Zero terminal SNR with v-prediction and trailing timesteps (Lin et al. 2023). SDXL's schedule keeps
+    # sqrt(alpha_bar) = 0.068 at t = 999: averaged over a 4x4-latent object, the picture's colours are still
+    # readable in the noisy input, so an epsilon model learns to take colour and layout from the noise (and,
+    # sampling from pure noise, draws whatever the noise suggests, whatever the prompt says). With the last
+    # step pure noise, layout and colour can only come from the prompt, and the v loss weighs those early,
+    # high-noise steps ~1 in x0 terms instead of ~SNR (0.005-0.02). The scheduler config saved with the base
+    # says so, and every diffusers scheduler and `vlgen train lora` read it from there.
+    zero_terminal_snr: bool = False
+    # A base written by an earlier run whose fitted VAE (and only that) to take instead of fitting one: the
+    # fit is seeded, so this equals refitting with the same seed and vae_steps, minus its ~6 minutes.
+    vae_from: str = ""
 
 
 def demo_unet() -> UNet2DConditionModel:
@@ -210,10 +225,27 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
         previous = json.loads((init / TRAIN_INFO).read_text())
         vae_fit = {**previous["vae_fit"], "from": str(init)}
         log(f"continuing from {init} (its VAE kept)")
+    elif cfg.vae_from:
+        from diffusers import AutoencoderKL
+
+        pipe = demo_base_pipeline(cfg.seed)
+        source = Path(cfg.vae_from)
+        if not (source / TRAIN_INFO).is_file():
+            raise DataError(f"no {TRAIN_INFO}: vae_from expects a base written by --train-base", path=str(source))
+        pipe.vae = AutoencoderKL.from_pretrained(source / "vae").eval()
+        vae_fit = {**json.loads((source / TRAIN_INFO).read_text())["vae_fit"], "from": str(source)}
+        log(f"VAE taken from {source}")
     else:
         pipe = demo_base_pipeline(cfg.seed)
         log(f"fitting the VAE on {data} (train split, {cfg.vae_steps} steps)")
         vae_fit = fit_tiny_sdxl_vae(pipe.vae, data, steps=cfg.vae_steps, seed=component_seed(cfg.seed, 1))
+    if cfg.zero_terminal_snr:
+        from diffusers import EulerDiscreteScheduler
+
+        pipe.scheduler = EulerDiscreteScheduler.from_config(
+            pipe.scheduler.config, rescale_betas_zero_snr=True, prediction_type="v_prediction",
+            timestep_spacing="trailing",
+        )  # fmt: skip
     t_vae = time.perf_counter() - t0
     log(f"VAE: reconstruction MSE {vae_fit['reconstruction_mse_after']:.4f}, scaling {vae_fit['scaling_factor']:.4g}")
 
@@ -228,22 +260,34 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
     rng = random.Random(f"vlgen-demo-base:{cfg.seed}")
     k = cfg.prompt_variants
     prompts = [p for r in records for p in training_prompts(r.captions[0], rng, k, cfg.prefix_probability)]
-    embeds, pooled = [], []
-    with torch.no_grad():
-        for i in range(0, len(prompts), 256):
-            ids = tokenize([pipe.tokenizer, pipe.tokenizer_2], prompts[i : i + 256])
-            e, p = encode_prompt([pipe.text_encoder, pipe.text_encoder_2], ids)
-            embeds.append(e)
-            pooled.append(p)
-    prompt_embeds = torch.cat(embeds)  # (N * k, 77, 64)
-    pooled_embeds = torch.cat(pooled)  # (N * k, 32)
+    encoders = [pipe.text_encoder, pipe.text_encoder_2]
+    train_te = cfg.text_encoder_lr > 0
+    token_ids = tokenize([pipe.tokenizer, pipe.tokenizer_2], prompts)  # 2 x (N * k, 77)
+    if not train_te:
+        embeds, pooled = [], []
+        with torch.no_grad():
+            for i in range(0, len(prompts), 256):
+                e, p = encode_prompt(encoders, [ids[i : i + 256] for ids in token_ids])
+                embeds.append(e)
+                pooled.append(p)
+        prompt_embeds = torch.cat(embeds)  # (N * k, 77, 64)
+        pooled_embeds = torch.cat(pooled)  # (N * k, 32)
     log(f"cached {len(latents)} latents and {len(prompts)} prompt embeddings ({time.perf_counter() - t0:.0f} s)")
 
     unet = pipe.unet
     unet.train().requires_grad_(True)
-    ema = [p.detach().clone() for p in unet.parameters()]
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay, foreach=True)
+    # The EMA covers everything that trains (UNet, then the text encoders when they train).
+    trained = [unet, *(encoders if train_te else [])]
+    params = [q for m in trained for q in m.parameters()]
+    for te in encoders:
+        te.train(train_te).requires_grad_(train_te)
+    ema = [q.detach().clone() for q in params]
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)  # the base's betas and prediction type
+    v_pred = sched.config.prediction_type == "v_prediction"
+    groups = [{"params": list(unet.parameters()), "lr": cfg.learning_rate}]
+    if train_te:
+        groups.append({"params": [q for te in encoders for q in te.parameters()], "lr": cfg.text_encoder_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.adam_weight_decay, foreach=True)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.lr_warmup_steps, cfg.steps))
     # A continuation draws other batches than the run it continues (index 5, not 4).
     g = torch.Generator().manual_seed(component_seed(cfg.seed, 5 if cfg.init_from else 4))
@@ -259,21 +303,31 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
             noise = noise + cfg.noise_offset * torch.randn((b, x0.shape[1], 1, 1), generator=g)  # (b, 4, 1, 1)
         t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=g)
         keep = (torch.rand(b, generator=g) >= cfg.caption_dropout).float()  # (b,) 0 = unconditional
-        e = prompt_embeds[idx * k + variant] * keep[:, None, None]
-        p = pooled_embeds[idx * k + variant] * keep[:, None]
+        if train_te:
+            e, p = encode_prompt(encoders, [ids[idx * k + variant] for ids in token_ids])  # (b, 77, 64), (b, 32)
+        else:
+            e, p = prompt_embeds[idx * k + variant], pooled_embeds[idx * k + variant]
+        e, p = e * keep[:, None, None], p * keep[:, None]
         pred = unet(sched.add_noise(x0, noise, t), t, e,
                     added_cond_kwargs={"text_embeds": p, "time_ids": time_ids.expand(b, 6)}).sample  # fmt: skip
-        snr = compute_snr(sched, t)
-        weight = torch.clamp(snr, max=cfg.snr_gamma) / snr  # Min-SNR-gamma for epsilon prediction
-        loss = (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+        snr = compute_snr(sched, t)  # (b,) alpha_bar / (1 - alpha_bar); 0 at t = 999 with zero terminal SNR
+        if v_pred:
+            # In x0 terms the v loss weighs step t by snr + 1; capped at gamma as Min-SNR does (the "+1" keeps
+            # the pure-noise step, snr = 0, in the loss; min(snr, gamma) / (snr + 1) would drop it).
+            target = sched.get_velocity(x0, noise, t)
+            weight = torch.clamp(snr + 1, max=cfg.snr_gamma) / (snr + 1)
+        else:
+            target = noise
+            weight = torch.clamp(snr, max=cfg.snr_gamma) / snr  # Min-SNR-gamma for epsilon prediction
+        loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm, foreach=True)
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
         opt.step()
         lr_sched.step()
         with torch.no_grad():
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))  # warm-up of the EMA (as diffusers' EMAModel)
-            torch._foreach_lerp_(ema, [q.detach() for q in unet.parameters()], 1 - decay)
+            torch._foreach_lerp_(ema, [q.detach() for q in params], 1 - decay)
         running.append(loss.item())
         if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
             row = {"step": step + 1, "loss": sum(running) / len(running), "lr": lr_sched.get_last_lr()[0]}
@@ -282,12 +336,13 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
             rate = (time.perf_counter() - t_loop) / (step + 1)
             log(f"step {step + 1}/{cfg.steps} loss {row['loss']:.4f} ({rate:.2f} s/step)")
         if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < cfg.steps:
-            _snapshot(pipe, ema, out.with_name(f"{out.name}-step{step + 1}"), {"step": step + 1})
+            _snapshot(pipe, params, ema, out.with_name(f"{out.name}-step{step + 1}"), {"step": step + 1})
     t_unet = time.perf_counter() - t_loop
     with torch.no_grad():
-        for q, e_ in zip(unet.parameters(), ema, strict=True):
+        for q, e_ in zip(params, ema, strict=True):
             q.copy_(e_)
-    unet.eval().requires_grad_(False)
+    for m in (unet, *encoders):
+        m.eval().requires_grad_(False)
 
     summary = {
         "config": asdict(cfg),
@@ -305,17 +360,17 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
     return summary
 
 
-def _snapshot(pipe: StableDiffusionXLPipeline, ema: list[torch.Tensor], out: Path, info: dict[str, Any]) -> None:
+def _snapshot(pipe: StableDiffusionXLPipeline, params: list[torch.Tensor], ema: list[torch.Tensor], out: Path,
+              info: dict[str, Any]) -> None:  # fmt: skip
     """Write the pipeline with the EMA weights swapped in, then swap the training weights back."""
     import torch
 
-    unet = pipe.unet
     with torch.no_grad():
-        live = [q.detach().clone() for q in unet.parameters()]
-        for q, e in zip(unet.parameters(), ema, strict=True):
+        live = [q.detach().clone() for q in params]
+        for q, e in zip(params, ema, strict=True):
             q.copy_(e)
         save_demo_base(pipe, out, info)
-        for q, w in zip(unet.parameters(), live, strict=True):
+        for q, w in zip(params, live, strict=True):
             q.copy_(w)
 
 
