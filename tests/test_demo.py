@@ -219,3 +219,30 @@ def test_train_demo_base_is_seeded_and_loads(tmp_path) -> None:
     assert file_digests(floor)["unet/diffusion_pytorch_model.safetensors"] != digests[0][
         "unet/diffusion_pytorch_model.safetensors"]  # fmt: skip
     assert load_pipeline(str(floor), device="cpu").unet.config.sample_size == 16
+
+
+@pytest.mark.slow
+def test_train_demo_base_options_zero_terminal_snr_text_encoders_and_vae_from(tmp_path) -> None:
+    # The base trainer's options for issue 15's experiments: the saved scheduler says v-prediction with zero
+    # terminal SNR (what every scheduler and `vlgen train lora` read), the text encoders change when they train,
+    # and vae_from takes the other base's VAE unchanged instead of fitting one.
+    from vlgen.demo.base_model import DemoBaseConfig, train_demo_base
+    from vlgen.t2i.generate import generate_image, load_pipeline
+    from vlgen.testing._common import file_digests
+
+    data = tmp_path / "data"
+    assert main(["data", "synth", str(data), "--n", "16", "--seed", "0"]) == 0
+    small = {"data": str(data), "vae_steps": 2, "steps": 2, "batch_size": 2}
+    train_demo_base(DemoBaseConfig(out=str(tmp_path / "a"), **small), log=lambda _: None)
+    cfg = DemoBaseConfig(out=str(tmp_path / "b"), vae_from=str(tmp_path / "a"), zero_terminal_snr=True,
+                         text_encoder_lr=1e-2, **small)  # fmt: skip
+    summary = train_demo_base(cfg, log=lambda _: None)
+    assert summary["vae_fit"]["from"] == str(tmp_path / "a")
+    a, b = file_digests(tmp_path / "a"), file_digests(tmp_path / "b")
+    assert a["vae/diffusion_pytorch_model.safetensors"] == b["vae/diffusion_pytorch_model.safetensors"]
+    assert a["text_encoder/model.safetensors"] != b["text_encoder/model.safetensors"]
+    pipe = load_pipeline(str(tmp_path / "b"), device="cpu")
+    sched = pipe.scheduler.config
+    assert sched.prediction_type == "v_prediction" and sched.rescale_betas_zero_snr
+    assert sched.timestep_spacing == "trailing"
+    assert generate_image(pipe, "a large red circle", seed=0, num_inference_steps=2).size == (64, 64)

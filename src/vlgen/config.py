@@ -112,8 +112,8 @@ def flat_options(cls: type[T]) -> type[T]:
         parent = flat_option_parents(cls).get(name)
         if parent is None:
             object.__setattr__(self, name, value)
-        else:
-            setattr(getattr(self, parent), name, value)
+        else:  # a new inner config, never a mutation: `replace(cfg, lr=...)` shares `cfg.cnn_lstm` with `cfg`
+            object.__setattr__(self, parent, dataclasses.replace(getattr(self, parent), **{name: value}))
 
     cls.__init__ = __init__  # type: ignore[method-assign]
     cls.__getattr__ = __getattr__  # type: ignore[attr-defined]

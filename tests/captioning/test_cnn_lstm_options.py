@@ -118,6 +118,9 @@ def test_every_setting_reaches_the_config_from_cli_yaml_and_python(tmp_path):
     cfg.hidden_dim = 24  # attribute aliases write through: no stray copy
     assert cfg.cnn_lstm.hidden_dim == 24 and dataclasses.replace(cfg, dropout=0.2).cnn_lstm.dropout == 0.2
     assert config_to_dict(cfg)["hidden_dim"] == 24 and "cnn_lstm" not in config_to_dict(cfg)  # saved flat
+    copy = dataclasses.replace(cfg, epochs=3)  # shares nothing it can change: setting one leaves the other
+    copy.hidden_dim = 48
+    assert (cfg.hidden_dim, copy.hidden_dim) == (24, 48)
 
 
 @pytest.mark.parametrize(
