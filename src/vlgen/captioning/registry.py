@@ -1,7 +1,9 @@
 """`create_captioner(name, **kw)` / `load_captioner(ref)`: one entry point for every captioner family.
 
 A reference is a family name (`cnn-lstm`, `blip`, `vit-gpt2`: the family's published checkpoint), a hub
-id, or a local directory; the family of a directory is read from its `config.json` (`model_type`).
+id, or a local directory; the family of a directory is read from its `config.json` (`model_type`). Any other
+model type transformers' `AutoModelForImageTextToText` knows (Florence-2, Qwen2-VL ..., SmolVLM, BLIP-2, LLaVA)
+is the vision-language family `vlm` (vlgen.captioning.vlm), which takes a prompt.
 `caption(images, model=...)` and `caption_folder(inputs, out, model=...)` load one and use it in one call
 (the Python counterparts of `vlgen caption`; exported as `vlgen.caption` / `vlgen.caption_folder`).
 """
@@ -21,6 +23,11 @@ from vlgen.captioning.blip import BlipCaptioner
 from vlgen.captioning.cnn_lstm import MODEL_TYPE as CNN_LSTM_MODEL_TYPE
 from vlgen.captioning.cnn_lstm import CnnLstmCaptioner
 from vlgen.captioning.vit_gpt2 import VitGpt2Captioner
+from vlgen.captioning.vlm import FAMILY as VLM_FAMILY
+from vlgen.captioning.vlm import VisionLanguageCaptioner, check_native, florence_remote_code_message, is_vlm_model_type
+from vlgen.captioning.wd_tagger import WdTaggerCaptioner, is_wd_tagger_config
+from vlgen.captioning.wd_tagger_config import FAMILY as WD_TAGGER_FAMILY
+from vlgen.captioning.wd_tagger_config import WD_TAGGER_REPOS
 from vlgen.errors import ConfigError, ModelNotAvailableError
 from vlgen.hub import DEFAULT_MODELS, resolve_model
 
@@ -33,16 +40,37 @@ CAPTIONERS: dict[str, type[Captioner]] = {
     "cnn-lstm": CnnLstmCaptioner,
     "blip": BlipCaptioner,
     "vit-gpt2": VitGpt2Captioner,
+    WD_TAGGER_FAMILY: WdTaggerCaptioner,  # WD14 booru taggers (timm): SmilingWolf/wd-*-tagger-v3
+    VLM_FAMILY: VisionLanguageCaptioner,  # any image-text-to-text checkpoint, by hub id or directory
 }
 # config.json model_type -> family
 _MODEL_TYPES = {CNN_LSTM_MODEL_TYPE: "cnn-lstm", "blip": "blip", "vision-encoder-decoder": "vit-gpt2"}
+# --dtype values -> torch dtypes (CPU runs fp32 unless asked; bf16/fp16 are for GPUs)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_dtype(dtype: str | torch.dtype | None, option: str = "--dtype") -> torch.dtype | None:
+    """`fp32`/`bf16`/`fp16` (or a torch dtype) -> torch dtype; None stays None (the family's default, fp32)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"{option} {dtype!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
 
 
 def family_of(ref: str | Path) -> str:
     """The captioner family of a name, hub id or directory."""
     ref = str(ref)
-    if ref in CAPTIONERS:
+    if ref in CAPTIONERS and ref != VLM_FAMILY:
         return ref
+    if ref == VLM_FAMILY:
+        raise ConfigError("vlm is a family, not a model: give a hub id or directory (e.g. florence-community/"
+                          "Florence-2-base, Qwen/Qwen2.5-VL-3B-Instruct)")  # fmt: skip
+    remote = florence_remote_code_message(ref)
+    if remote is not None:  # refused before any download
+        raise ModelNotAvailableError(remote)
+    if ref in WD_TAGGER_REPOS:
+        return WD_TAGGER_FAMILY
     for family, hub_id in DEFAULT_MODELS.items():
         if ref == hub_id and family in CAPTIONERS:
             return family
@@ -51,24 +79,40 @@ def family_of(ref: str | Path) -> str:
     if not cfg.is_file():
         raise ModelNotAvailableError(f"captioner '{ref}': {cfg} is missing, so its family is unknown")
     try:
-        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
+        config = json.loads(cfg.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelNotAvailableError(f"captioner '{ref}': {cfg} is not valid JSON ({e})") from None
-    if model_type not in _MODEL_TYPES:
-        raise ModelNotAvailableError(
-            f"captioner '{ref}': model_type {model_type!r} is not a captioner vlgen knows "
-            f"({', '.join(sorted(_MODEL_TYPES))})"
-        )
-    return _MODEL_TYPES[model_type]
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type in _MODEL_TYPES:
+        return _MODEL_TYPES[model_type]
+    if is_wd_tagger_config(config):  # timm's config.json (architecture, pretrained_cfg), no model_type
+        return WD_TAGGER_FAMILY
+    if is_vlm_model_type(model_type):
+        check_native(ref, config)
+        return VLM_FAMILY
+    remote = " (its config.json names remote code, which vlgen never runs)" if "auto_map" in config else ""
+    raise ModelNotAvailableError(
+        f"captioner '{ref}': model_type {model_type!r} is not a captioner vlgen knows{remote} "
+        f"({', '.join(sorted(_MODEL_TYPES))}, or an image-text-to-text model of transformers)"
+    )
 
 
-def load_captioner(ref: str | Path, device: str | torch.device = "cpu", *, fast_path: bool | None = None) -> Captioner:
+def load_captioner(
+    ref: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    fast_path: bool | None = None,
+    dtype: str | torch.dtype | None = None,
+    prompt: str | None = None,
+) -> Captioner:
     """Load a pretrained/fine-tuned captioner: family name (its default checkpoint), hub id or directory.
 
     The captioner's `generate(images, num_beams=..., max_new_tokens=...)` captions RGB PIL images, one
     string per image, in order. `fast_path` (BLIP only; other families have none and ignore it): False runs
     plain transformers' `generate` instead of vlgen's patched one (`vlgen.captioning.blip_fast`; same captions);
-    None: on unless the environment sets `VLGEN_BLIP_FAST_PATH=0`.
+    None: on unless the environment sets `VLGEN_BLIP_FAST_PATH=0`. `dtype`: fp32 (None), bf16 or fp16 (GPUs; not the
+    CNN-LSTM). `prompt`: the vision-language family's default prompt (instruction or Florence-2 task token; None:
+    the model type's default, see vlgen.captioning.vlm); the other families take none.
 
     Example::
 
@@ -79,10 +123,61 @@ def load_captioner(ref: str | Path, device: str | torch.device = "cpu", *, fast_
         print(captioner.generate([Image.open("cat.jpg").convert("RGB")], num_beams=3, max_new_tokens=20))
     """
     family = family_of(ref)
+    check_caption_options(family, dtype=dtype, prompt=prompt)
     cls = CAPTIONERS[family]
+    ref = None if str(ref) == family else ref
+    dtype = parse_dtype(dtype)
     if cls is BlipCaptioner:
-        return cls.load(None if str(ref) == family else ref, device=device, fast_path=fast_path)
-    return cls.load(None if str(ref) == family else ref, device=device)
+        return cls.load(ref, device=device, fast_path=fast_path, dtype=dtype)
+    if cls is VisionLanguageCaptioner:
+        return cls.load(ref, device=device, dtype=dtype, prompt=prompt)
+    if cls is CnnLstmCaptioner:
+        return cls.load(ref, device=device)
+    return cls.load(ref, device=device, dtype=dtype)
+
+
+def takes_prompt(captioner: Captioner | str) -> bool:
+    """Whether a captioner (or family name) takes a prompt (`--caption-prompt`): the vision-language family."""
+    family = captioner if isinstance(captioner, str) else captioner.family
+    return family == VLM_FAMILY
+
+
+def check_caption_options(
+    family: str, *, dtype: str | torch.dtype | None = None, prompt: str | None = None, where: str = ""
+) -> None:
+    """ConfigError naming the option when `family` cannot take it (before any model loads)."""
+    parse_dtype(dtype)
+    if prompt is not None and not takes_prompt(family):
+        raise ConfigError(
+            f"--caption-prompt{where}: the {family} captioner takes no prompt; prompts are for vision-language "
+            "captioners (Florence-2, Qwen2-VL ..., a hub id or directory)"
+        )
+    if family == "cnn-lstm" and parse_dtype(dtype) not in (None, torch.float32):
+        raise ConfigError(f"--dtype {dtype}: the cnn-lstm captioner runs in fp32 only")
+
+
+def load_captioner_with_tags(
+    ref: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    tags_with: str | Path | None = None,
+    general_threshold: float | None = None,
+    character_threshold: float | None = None,
+    **load_kwargs: Any,
+) -> Captioner:
+    """`load_captioner(ref, device, **load_kwargs)`, then with `tags_with` (a WD tagger, `--tags-with`) each
+    caption is followed by that tagger's tags: "CAPTION, TAGS" (`vlgen.captioning.wd_tagger.with_tags`).
+    `general_threshold`/`character_threshold` (None: 0.35/0.85) set the WD tagger's, whichever of the two it is;
+    given without a WD tagger they are a ConfigError, raised before any model loads."""
+    from vlgen.captioning.wd_tagger import check_tagger_options, set_thresholds, with_tags
+
+    families = [family_of(ref)] + ([family_of(tags_with)] if tags_with is not None else [])
+    check_tagger_options(families, general_threshold, character_threshold)
+    captioner = load_captioner(ref, device=device, **load_kwargs)
+    if tags_with is not None:
+        captioner = with_tags(captioner, load_captioner(tags_with, device=device))
+    set_thresholds(captioner, general_threshold, character_threshold)
+    return captioner
 
 
 def create_captioner(name: str, **kwargs) -> Captioner:
@@ -110,6 +205,8 @@ def caption(
     max_new_tokens: int = 30,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
+    caption_prompt: str | None = None,
+    dtype: str | torch.dtype | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
     """One caption per image, in order: load `model` (family name, hub id or directory, as `vlgen caption
@@ -120,6 +217,8 @@ def caption(
     image or path alone is a list of one.
     `num_beams`, `max_new_tokens` and any other keyword go to the model's `generate`; `batch_size` images per
     forward pass (default: 32 // num_beams, as `vlgen caption`); `device` None: cuda when available.
+    `caption_prompt` (vision-language captioners: the instruction or Florence-2 task token; None: the model's
+    default) and `dtype` (fp32/bf16/fp16, when `model` is loaded here) are `vlgen caption`'s options.
 
     Example::
 
@@ -138,7 +237,13 @@ def caption(
         raise ConfigError(f"num_beams and max_new_tokens must be at least 1, got {num_beams} and {max_new_tokens}")
     size = resolve_batch_size(batch_size, num_beams)
     images = [images] if isinstance(images, (str, os.PathLike, Image.Image)) else list(images)
-    captioner = model if isinstance(model, Captioner) else load_captioner(model, device=_device(device))
+    if isinstance(model, Captioner):
+        captioner = model
+        check_caption_options(captioner.family, prompt=caption_prompt)
+    else:
+        captioner = load_captioner(model, device=_device(device), dtype=dtype, prompt=caption_prompt)
+    if caption_prompt is not None:
+        generate_kwargs["prompt"] = caption_prompt
     captions: list[str] = []
     for start in range(0, len(images), size):
         batch = [
@@ -160,13 +265,17 @@ def caption_folder(
     batch_size: int | None = None,
     on_error: str = "fail",
     device: str | torch.device | None = None,
+    caption_prompt: str | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> CaptionSummary:
     """`vlgen caption` in one process: caption image folders, dataset folders (`split=` picks one split) and
     image files into `out`, a JSONL file of `{"file_name", "caption"}` rows appended batch by batch.
 
     Called again with the same `out`, images already there are skipped (a stopped run resumes). A bad image
     raises `ImageLoadError` naming it, or with `on_error="skip"` is listed in `OUT.skipped.jsonl`. Returns
-    the `CaptionSummary` (`captioned`, `already_done`, `skipped`). `out` is checked before the model loads.
+    the `CaptionSummary` (`captioned`, `already_done`, `skipped`, `truncated`). `out` is checked before the model
+    loads. `caption_prompt` and `dtype` as in `caption`; a row whose caption hit `max_new_tokens` (vision-language
+    captioners) has `"truncated": true`.
 
     Example::
 
@@ -186,8 +295,12 @@ def caption_folder(
     items = collect_inputs(paths, split=split)
     out = check_output_file(out, "out")
     done_file_names(out)  # a file that is not a caption file is refused before the model loads
-    captioner = model if isinstance(model, Captioner) else load_captioner(model, device=_device(device))
+    if isinstance(model, Captioner):
+        captioner = model
+        check_caption_options(captioner.family, prompt=caption_prompt)
+    else:
+        captioner = load_captioner(model, device=_device(device), dtype=dtype, prompt=caption_prompt)
     return caption_images(
         captioner, items, out, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
-        on_error=on_error,
+        on_error=on_error, prompt=caption_prompt,
     )  # fmt: skip

@@ -14,11 +14,14 @@ Importing this package is cheap: torch/transformers/diffusers are imported when 
     name        what (stand-in for)
     blip        BlipForConditionalGeneration + BlipProcessor      (Salesforce/blip-image-captioning-base)
     vit-gpt2    VisionEncoderDecoderModel + ViT proc. + GPT-2 tok (nlconnect/vit-gpt2-image-captioning)
+    florence-2  Florence2ForConditionalGeneration + processor     (florence-community/Florence-2-base)
+    qwen2-vl    Qwen2VLForConditionalGeneration + processor, chat (Qwen/Qwen2-VL-2B-Instruct)
     sdxl        StableDiffusionXLPipeline                         (stabilityai/stable-diffusion-xl-base-1.0)
     sdxl-vae    AutoencoderKL for `vae=`                          (madebyollin/sdxl-vae-fp16-fix)
     clip        CLIPModel + CLIPProcessor                         (openai/clip-vit-large-patch14)
     dino        ViTModel without pooler + ViTImageProcessor       (facebook/dino-vits16)
     cnn-lstm    vlgen's own CNN-LSTM captioner                    (vlgen.captioning.cnn_lstm)
+    wd-tagger   timm ViT + selected_tags.csv, the WD layout        (SmilingWolf/wd-vit-tagger-v3)
     vgg19       torchvision VGG19 `features`, full size (80 MB)   (torchvision VGG19_Weights.IMAGENET1K_V1)
                 for `vlgen evaluate images --vgg-weights DIR`: the Gram metric offline
 """
@@ -35,9 +38,12 @@ from vlgen.testing._common import MARKER, file_digests, seeded, write_model_dir
 from vlgen.testing.blip import build_tiny_blip
 from vlgen.testing.clip import build_tiny_clip
 from vlgen.testing.dino import build_tiny_dino
+from vlgen.testing.florence2 import build_tiny_florence2
+from vlgen.testing.qwen2_vl import build_tiny_qwen2_vl
 from vlgen.testing.sdxl import build_tiny_sdxl, build_tiny_sdxl_vae
 from vlgen.testing.vgg import build_vgg19
 from vlgen.testing.vit_gpt2 import build_tiny_vit_gpt2
+from vlgen.testing.wd_tagger import build_tiny_wd_tagger
 
 
 def build_tiny_cnn_lstm(out: str | os.PathLike, seed: int = 0) -> Path:
@@ -57,12 +63,15 @@ def build_tiny_cnn_lstm(out: str | os.PathLike, seed: int = 0) -> Path:
 TINY_BUILDERS: dict[str, Callable[..., Path]] = {
     "blip": build_tiny_blip,
     "vit-gpt2": build_tiny_vit_gpt2,
+    "florence-2": build_tiny_florence2,
+    "qwen2-vl": build_tiny_qwen2_vl,
     "sdxl": build_tiny_sdxl,
     "sdxl-vae": build_tiny_sdxl_vae,
     "clip": build_tiny_clip,
     "dino": build_tiny_dino,
     "cnn-lstm": build_tiny_cnn_lstm,
     "vgg19": build_vgg19,
+    "wd-tagger": build_tiny_wd_tagger,
 }
 
 
@@ -97,9 +106,12 @@ __all__ = [
     "build_tiny_clip",
     "build_tiny_cnn_lstm",
     "build_tiny_dino",
+    "build_tiny_florence2",
+    "build_tiny_qwen2_vl",
     "build_tiny_sdxl",
     "build_tiny_sdxl_vae",
     "build_tiny_vit_gpt2",
+    "build_tiny_wd_tagger",
     "build_vgg19",
     "file_digests",
 ]

@@ -46,6 +46,22 @@ def write_model_dir(out: str | os.PathLike, name: str, seed: int, build: Callabl
     return out
 
 
+def spread_weights(model, std: float = 0.3) -> None:
+    """Redraw every weight matrix of `model` from N(0, std) (norms and biases kept), in place.
+
+    At transformers' init (std 0.02) a tiny vision-language model's decoder all but ignores its few image tokens:
+    every image gets the same random caption, and a test comparing captions of different images (batched against
+    one at a time) could not fail. Wider weights make the captions depend on the image. Uses the global RNG: call
+    it inside `seeded`.
+    """
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and "norm" not in name:
+                p.normal_(0.0, std)
+
+
 def component_seed(seed: int, index: int) -> int:
     """A distinct seed per component of a multi-part model (unet=0, vae=1, ...).
 
