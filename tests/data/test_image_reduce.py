@@ -46,10 +46,12 @@ def test_large_images_are_reduced_but_never_below_the_margin(fmt: str) -> None:
     data = encode(photo(1000, 700), fmt)
     im = load_image_bytes(data, input_size=(32, 32))
     assert im.mode == "RGB"
-    assert min(im.size) >= REDUCE_MARGIN * 32, im.size  # never below 3 x the input on either side
+    # never below 3 x the input on either side; a JPEG at least twice the input is drafted (DCT scale) down to
+    # no less than the input itself (issue 19; tests/captioning/test_caption_inputs.py): 1/8 -> 125 x 88
+    assert min(im.size) >= (32 if fmt == "JPEG" else REDUCE_MARGIN * 32), im.size
     assert im.width * im.height <= 1000 * 700 / 4, im.size  # and really smaller than the full 1000 x 700
     assert abs(im.width / im.height - 1000 / 700) < 0.02  # one scale for both axes
-    if fmt != "JPEG":  # BOX to exactly 3 x on the tighter side (JPEG stops at its DCT scale: 1/4 -> 250 x 175)
+    if fmt != "JPEG":  # BOX to exactly 3 x on the tighter side
         assert im.height == REDUCE_MARGIN * 32
 
 
@@ -73,7 +75,8 @@ def test_file_and_bytes_decode_the_same(tmp_path: Path) -> None:
 @pytest.mark.parametrize("size", [32, 64])
 def test_model_pixels_nearly_match_the_full_image(fmt: str, size: int) -> None:
     """What the captioner sees (pixel_values after BLIP's own bicubic resize) from the reduced image differs
-    from what the full image gives by well under one 8-bit level on average."""
+    from what the full image gives by well under one 8-bit level on average (a JPEG drafted down to the
+    input's size, about one level: libjpeg's scaled DCT in place of the processor's antialiased resize)."""
     from transformers import BlipImageProcessor
 
     processor = BlipImageProcessor(size={"height": size, "width": size})
@@ -85,7 +88,10 @@ def test_model_pixels_nearly_match_the_full_image(fmt: str, size: int) -> None:
         assert reduced_image.width < w  # the case is one that reduces
         reduced = processor(reduced_image, return_tensors="np").pixel_values
         levels = np.abs(full - reduced) * np.array(processor.image_std).reshape(1, 3, 1, 1) * 255
-        assert levels.mean() < 1.0 and levels.max() < 12, (w, h, levels.mean(), levels.max())
+        # measured (noisy photo-like images): PNG mean <= 0.4, max <= 5; JPEG mean <= 1.3, max <= 20 (701 x 643
+        # at 64 px: drafted to 1/8 = 88 x 81, just over the input)
+        mean_bound, max_bound = (1.6, 28) if fmt == "JPEG" else (1.0, 12)
+        assert levels.mean() < mean_bound and levels.max() < max_bound, (w, h, levels.mean(), levels.max())
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF"])

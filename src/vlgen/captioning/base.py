@@ -11,7 +11,7 @@ also loads with plain `BlipForConditionalGeneration.from_pretrained`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,8 +61,15 @@ class Captioner(ABC):
     @property
     def input_size(self) -> tuple[int, int] | None:
         """(width, height) the model's preprocessing resizes every image to, or None when it keeps the image's
-        own size. Image loading (`load_image(..., input_size=)`) reduces larger images to no less than twice this
-        as they are decoded, so a 5000 x 5000 upload never sits in memory at full size."""
+        own size. Image loading (`load_image(..., input_size=)`) reduces larger images as they are decoded (never
+        below this), so a 5000 x 5000 upload never sits in memory at full size."""
+        return None
+
+    def image_transform(self) -> Callable[[list[Image.Image]], Any] | None:
+        """What `generate` does to a batch of images before the model (its processor: resize, rescale, normalise),
+        as a picklable function the input workers run (`vlgen.captioning.inputs`); `generate` also takes what it
+        returns in place of the images, with the same captions. None (the default): the workers hand over the
+        decoded images."""
         return None
 
     def enable_gradient_checkpointing(self) -> bool:

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlgen.captioning.base import Captioner
+from vlgen.captioning.inputs import decoded_batches, default_num_workers
 from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_records
 from vlgen.data.records import check_inside
-from vlgen.data.shards import ShardSample, collect_samples, find_source, load_sample_image, split_files
+from vlgen.data.shards import ShardSample, collect_samples, find_source, split_files
 from vlgen.errors import DataError, ImageLoadError, VlgenError
 from vlgen.fileio import JsonlAppender, parse_json_object, read_jsonl_objects_lenient, write_jsonl
 from vlgen.progress import make_progress
@@ -214,6 +215,14 @@ def merge_journals(out: Path, items: Sequence[tuple[str, Path | ShardSample]]) -
     return len(rows)
 
 
+def torch_device_type(captioner: Captioner) -> str | None:
+    """The captioner's device type ("cpu", "cuda", ...), None when it has no parameters to tell."""
+    try:
+        return captioner.device.type
+    except (AttributeError, StopIteration):
+        return None
+
+
 def caption_images(
     captioner: Captioner,
     items: Sequence[tuple[str, Path | ShardSample]],
@@ -222,6 +231,7 @@ def caption_images(
     num_beams: int = 1,
     max_new_tokens: int = 30,
     on_error: str = "fail",
+    num_workers: int | None = None,
     process_index: int = 0,
     num_processes: int = 1,
     echo=None,
@@ -237,6 +247,8 @@ def caption_images(
     0 merges the journals into `out` once all are done (`summary.out_rows`). `out=None` (streaming) needs
     one process. With one process, journals a killed multi-process run left are honoured and merged too.
     `after_batch` is called once each batch's rows are written (autocaption saves its metadata.jsonl there).
+    `num_workers`: processes decoding and preprocessing the next batches while the model runs this one
+    (`vlgen.captioning.inputs`; 0: in this thread, between batches; None: `default_num_workers()`).
 
     `test_kill_after_rows` (tests only): after writing that many rows, this process writes half a row and
     SIGKILLs itself - what a kill mid-write leaves, at a deterministic point.
@@ -274,27 +286,29 @@ def caption_images(
     try:
         with make_progress() as progress:
             task = progress.add_task("captioning", total=len(todo))
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                good, images, bad = [], [], None
-                for name, path in batch:
-                    try:
-                        # The server decodes through the same call: one image, one caption from both.
-                        images.append(load_sample_image(path, input_size=getattr(captioner, "input_size", None)))
-                        good.append(name)
-                    except ImageLoadError as e:
-                        if on_error == "fail":
-                            bad = e  # the images before it are captioned first, then the run fails
-                            break
-                        entry = {"file_name": name, "reason": e.reason}
-                        if isinstance(path, ShardSample):  # a key names a sample only with its shard
-                            entry["source"] = path.source
-                        summary.skipped.append(entry)
-                        if skip_path is not None:
-                            skip_writer = skip_writer or JsonlAppender(skip_path)
-                            summary.skipped_file = skip_path
-                            skip_writer.write({"file_name": name, "path": str(path), "reason": e.reason})
-                if images:
+            decoded = decoded_batches(
+                [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)],
+                input_size=getattr(captioner, "input_size", None),
+                transform=captioner.image_transform() if hasattr(captioner, "image_transform") else None,
+                on_error=on_error,
+                num_workers=default_num_workers() if num_workers is None else num_workers,
+                pin_memory=torch_device_type(captioner) == "cuda",
+            )
+            for batch in decoded:  # decoded ahead of the model, in worker processes with num_workers > 0
+                good, images, bad = batch.file_names, batch.inputs, None
+                for b in batch.bad:
+                    if on_error == "fail":
+                        bad = b  # the batch's last: the images before it are captioned first, then the run fails
+                        break
+                    entry = {"file_name": b.file_name, "reason": b.reason}
+                    if isinstance(b.ref, ShardSample):  # a key names a sample only with its shard
+                        entry["source"] = b.ref.source
+                    summary.skipped.append(entry)
+                    if skip_path is not None:
+                        skip_writer = skip_writer or JsonlAppender(skip_path)
+                        summary.skipped_file = skip_path
+                        skip_writer.write({"file_name": b.file_name, "path": str(b.ref), "reason": b.reason})
+                if images is not None:
                     captions = captioner.generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens)
                     for name, caption in zip(good, captions, strict=True):
                         row = {"file_name": name, "caption": caption}
@@ -311,7 +325,7 @@ def caption_images(
                         path=bad.path,
                         line=bad.line,
                     ) from None
-                progress.advance(task, len(batch))
+                progress.advance(task, batch.size)
     finally:
         if writer:
             writer.close()

@@ -23,6 +23,7 @@ from PIL import Image
 
 from vlgen.captioning.base import Captioner, processor_input_size, strip_captions
 from vlgen.captioning.blip_fast import fast_generation, fast_path_usable
+from vlgen.captioning.inputs import ProcessorTransform
 from vlgen.hub import DEFAULT_MODELS, resolve_model
 
 
@@ -56,9 +57,12 @@ class BlipCaptioner(Captioner):
     def input_size(self) -> tuple[int, int] | None:
         return processor_input_size(self.processor.image_processor)  # (384, 384) for blip-base
 
-    def _pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        # (B, 3, S, S), S = the processor's size (384 for blip-base)
-        pv = self.processor(images=list(images), return_tensors="pt").pixel_values
+    def image_transform(self) -> ProcessorTransform:
+        return ProcessorTransform(self.processor.image_processor)  # the input workers' images -> pixel_values
+
+    def _pixel_values(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        # (B, 3, S, S), S = the processor's size (384 for blip-base); a tensor: image_transform() made it already
+        pv = images if isinstance(images, torch.Tensor) else self.image_transform()(images)
         return pv.to(self.device, dtype=self.model.dtype)
 
     @torch.no_grad()

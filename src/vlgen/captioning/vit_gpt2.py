@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from vlgen.captioning.base import Captioner, processor_input_size, strip_captions
+from vlgen.captioning.inputs import ProcessorTransform
 from vlgen.errors import ConfigError
 from vlgen.hub import DEFAULT_MODELS, resolve_model
 
@@ -61,8 +62,12 @@ class VitGpt2Captioner(Captioner):
     def input_size(self) -> tuple[int, int] | None:
         return processor_input_size(self.image_processor)  # (224, 224) for vit-gpt2-image-captioning
 
-    def _pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        pv = self.image_processor(images=list(images), return_tensors="pt").pixel_values  # (B, 3, 224, 224)
+    def image_transform(self) -> ProcessorTransform:
+        return ProcessorTransform(self.image_processor)  # the input workers' images -> pixel_values
+
+    def _pixel_values(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        # (B, 3, 224, 224); a tensor: image_transform() made it already (vlgen.captioning.inputs)
+        pv = images if isinstance(images, torch.Tensor) else self.image_transform()(images)
         return pv.to(self.device, dtype=self.model.dtype)
 
     @torch.no_grad()

@@ -49,6 +49,14 @@ def caption(
     split: str | None = typer.Option(None, help="Only this split of a dataset folder (train/validation/test)."),
     on_error: str = typer.Option("fail", help="fail: stop at a bad image; skip: report it and go on."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+    num_workers: int | None = typer.Option(
+        None,
+        "--num-workers",
+        min=0,
+        help="Processes decoding and preprocessing the next batches while the model runs (0: between batches, "
+        "in this process). Default: half the CPUs, at most 8.",
+        show_default=False,
+    ),
     image_column: str | None = typer.Option(
         None,
         "--image-column",
@@ -101,6 +109,7 @@ def caption(
         num_beams=num_beams,
         max_new_tokens=max_new_tokens,
         on_error=on_error,
+        num_workers=num_workers,
         process_index=state.process_index,
         num_processes=state.num_processes,
         echo=_write_row,

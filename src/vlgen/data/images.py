@@ -9,14 +9,15 @@ The pixel limit is checked from the header before any pixel is decoded, so a 1 K
 PNG that declares 50,000 x 50,000 pixels costs nothing to reject.
 
 Given the model's `input_size` (what its processor resizes to; `Captioner.input_size`), a large image is
-reduced while it is decoded: a JPEG is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (`draft`), and
-any image still over twice the target is resized (antialiased bicubic) right after decoding, before the RGB
-conversion and EXIF rotation, so no full-size copy outlives the decode: a 5000 x 5000 upload then holds
-4 MB for BLIP (384 px) instead of 75 MB. The reduction is conservative - never below REDUCE_MARGIN (3)
-times the input on either side - so the processor's own resize still does the last, dominant step and the
-model gets nearly the pixels the full image would give (tests/data/test_image_reduce.py bounds the
-difference). `vlgen caption` and `vlgen serve` both decode through here (`_decode`), so one image gets one
-caption from both.
+reduced while it is decoded: a JPEG at least twice the input on both sides is decoded at 1/2, 1/4 or 1/8
+scale in the DCT domain (`draft`; `jpeg_draft_scale`: the smallest scale still at least the input, issue 19),
+and any image still over twice REDUCE_MARGIN (3) times the input is resized (antialiased bicubic) to that
+right after decoding, before the RGB conversion and EXIF rotation, so no full-size copy outlives the decode:
+a 5000 x 5000 upload then holds 4 MB for BLIP (384 px) instead of 75 MB. The processor's own resize still
+does the last step and the model gets nearly the pixels the full image would give (tests/data/
+test_image_reduce.py bounds the difference: under half an 8-bit level on average for resized images, about
+one for drafted JPEGs, whose decode is 4-16x cheaper). `vlgen caption` (its input workers) and `vlgen serve`
+both decode through `decode_image`, so one image gets one caption from both.
 """
 
 from __future__ import annotations
@@ -143,6 +144,33 @@ def _open_header(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     return im
 
 
+def jpeg_draft_scale(size: tuple[int, int], input_size: tuple[int, int]) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) `_decode` decodes a JPEG of `size` at for a model input of
+    `input_size` (both (width, height), stored orientation): the largest that leaves both sides at least the
+    input, so 1 (a full decode) unless the photo is at least twice the input on both sides (issue 19).
+
+    The same rule as PIL's `JpegImageFile.draft(mode, input_size)`, which picks the scale; the decoded size is
+    ceil(width / scale) x ceil(height / scale)."""
+    ratio = min(size[0] // max(1, input_size[0]), size[1] // max(1, input_size[1]))
+    return next((s for s in (8, 4, 2) if ratio >= s), 1)
+
+
+def decode_image(
+    data: bytes | str | os.PathLike,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    input_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """The one decode of a model's input image, shared by `vlgen caption` (its input workers) and `vlgen serve`:
+    bytes (an upload, a shard member) or a path, reduced for a model of `input_size` as it decodes (a JPEG in
+    draft mode only when at least twice the input on both sides; see the module docstring).
+    `ImageLoadError` names `name` (default: the path, or "<upload>")."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return load_image_bytes(bytes(data), name or "<upload>", max_pixels, input_size=input_size)
+    return load_image(data, max_pixels, input_size=input_size)
+
+
 def _decode(fp: BinaryIO, name: str, max_pixels: int, input_size: tuple[int, int] | None = None) -> Image.Image:
     im = _open_header(fp, name, max_pixels)
     target = None  # (width, height) not to go below, in stored (pre-rotation) orientation
@@ -152,11 +180,12 @@ def _decode(fp: BinaryIO, name: str, max_pixels: int, input_size: tuple[int, int
         if _orientation(im, name) in (5, 6, 7, 8):  # EXIF rotations that swap the axes
             tw, th = th, tw
         target = (REDUCE_MARGIN * tw, REDUCE_MARGIN * th)
-        if im.format == "JPEG":
-            # libjpeg decodes straight to 1/2, 1/4 or 1/8 scale (the smallest still >= target): a 5000 x 5000
-            # photo never exists at full size. `box` is where the full image lies in the scaled one: a
-            # dimension that is not a multiple of the scale ends in a partial block.
-            drafted = im.draft(None, target)
+        if im.format == "JPEG" and jpeg_draft_scale(im.size, (tw, th)) > 1:
+            # libjpeg decodes straight to 1/2, 1/4 or 1/8 scale (jpeg_draft_scale: the smallest still at least
+            # the input on both sides): a 5000 x 5000 photo never exists at full size. `extent` is where the
+            # full image lies in the scaled one: a dimension that is not a multiple of the scale ends in a
+            # partial block, mapped out below.
+            drafted = im.draft(None, (tw, th))
             extent = drafted[1] if drafted is not None else None
     try:
         with warnings.catch_warnings():

@@ -633,6 +633,8 @@ class _ParquetCursor:
 
 
 _cursor = _ParquetCursor()
+# A forked child (a caption input worker) opens its own reader: pyarrow's state and the lock are per process.
+os.register_at_fork(after_in_child=_cursor.__init__)
 
 
 def _read_parquet_image(ref: ShardSample) -> bytes:

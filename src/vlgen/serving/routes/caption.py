@@ -62,10 +62,10 @@ def router(state: ServerState) -> APIRouter:
             raise _bad_image(e, param) from None
 
     async def decode(data: bytes, name: str, param: str) -> Any:
-        from vlgen.data.images import load_image_bytes
+        from vlgen.data import images
 
-        def load() -> Any:
-            return load_image_bytes(data, name, settings.max_pixels, input_size=input_size)
+        def load() -> Any:  # the decode `vlgen caption`'s input workers run: one image, one caption from both
+            return images.decode_image(data, name, settings.max_pixels, input_size=input_size)
 
         try:
             return await anyio.to_thread.run_sync(load, limiter=decode_limiter)
