@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--batch-size", type=int, default=None, help="vlgen's batch (default: vlgen caption's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-workers", type=int, default=None, help="vlgen's input workers (default: vlgen caption's)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_caption_b1.json")
     args = ap.parse_args(argv)
     if args.images < 8:
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     fixed = {"max_new_tokens": MAX_NEW_TOKENS, "min_new_tokens": MAX_NEW_TOKENS, "do_sample": False, "num_beams": 1}
 
     class FixedLengthBlip(BlipCaptioner):
-        """vlgen's BlipCaptioner, only adding min_new_tokens (caption_images has no generate_kwargs)."""
+        """vlgen's BlipCaptioner, only adding min_new_tokens (caption_images has no generate_kwargs). `images` may be
+        the pixel_values vlgen's input workers made (`image_transform`), as in `vlgen caption`."""
 
         def generate(self, images, num_beams=1, max_new_tokens=30, **kw):
             return super().generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=20)
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         def run_vlgen() -> list[str]:
             rows: list[dict] = []
             caption_images(captioner, items, None, batch_size=batch_size, num_beams=1, max_new_tokens=20,
-                           echo=rows.append)  # fmt: skip
+                           echo=rows.append, num_workers=args.num_workers)  # fmt: skip
             return [r["caption"] for r in rows]
 
         def run_pipeline() -> list[str]:
@@ -199,6 +201,7 @@ def summarise(args, batch_size: int, times, rates, captions, load, repeats_done:
         "repeats": repeats_done,
         "repeats_requested": args.repeats,
         "vlgen_batch_size": batch_size,
+        "vlgen_num_workers": "default" if args.num_workers is None else args.num_workers,
         "threads": torch.get_num_threads(),
         "matmul_gflops": rate,
         "encoder_floor_s_per_image": floor,
