@@ -21,6 +21,7 @@ OTHER_TOOLS: dict[str, str] = {
     "--no-foo-bar": "vlgen.cli._options' docstring: the same example, negated",
     "--nproc_per_node": "torchrun's, in vlgen.cli.caption's docstring (several captioning processes)",
     "--check": "`python -m vlgen.testing vocab --check`: the maintainers' tool that verifies the packaged test vocabs",
+    "--remove_underscore": "kohya sd-scripts' tagger option, in vlgen.captioning.wd_tagger's docstring",
 }
 
 

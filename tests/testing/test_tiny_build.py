@@ -19,7 +19,8 @@ def _fixture_dir(request, name):
 
 
 def test_registry_names():
-    assert set(TINY_BUILDERS) == {*HF_NAMES, "cnn-lstm", "vgg19"}
+    # wd-tagger: test_wd_tagger.py; florence-2, qwen2-vl: tests/captioning/test_vlm.py
+    assert set(TINY_BUILDERS) == {*HF_NAMES, "cnn-lstm", "vgg19", "wd-tagger", "florence-2", "qwen2-vl"}
 
 
 def test_vgg19_is_torchvisions_vgg19_features_seeded(tmp_path):

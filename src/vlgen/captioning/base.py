@@ -41,6 +41,14 @@ class Captioner(ABC):
     ) -> list[str]:
         """Captions for RGB images, one per image, in order."""
 
+    def caption_rows(
+        self, images: Sequence[Image.Image], num_beams: int = 1, max_new_tokens: int = 30, **generate_kwargs: Any
+    ) -> list[dict]:
+        """`{"caption": str}` per image, in order (what `vlgen caption` writes beside `file_name`). Families that can
+        tell add `"truncated": True` to a caption that hit `max_new_tokens` (the vision-language family does)."""
+        captions = self.generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens, **generate_kwargs)
+        return [{"caption": c} for c in captions]
+
     @abstractmethod
     def collate(self, images: Sequence[Image.Image], captions: Sequence[str], max_length: int) -> dict:
         """Training batch: tensors the model's loss needs (pixel_values/input_ids/labels, or features)."""

@@ -1,6 +1,7 @@
 """Batch captioning behind `vlgen caption`: collect inputs, caption in batches, append, resume.
 
-Output is JSONL, one `{"file_name", "caption"}` per image, appended (and fsync'd) batch by batch. Rerun on
+Output is JSONL, one `{"file_name", "caption"}` per image (plus `"truncated": true` where a vision-language
+captioner's caption hit max_new_tokens), appended (and fsync'd) batch by batch. Rerun on
 the same output file, images already there are skipped, so a run killed half-way and rerun yields every
 image exactly once. A bad image fails the run naming the file once every image before it is captioned (so a
 rerun after fixing it loses nothing), or with `on_error="skip"` is listed in `OUT.skipped.jsonl` and counted -
@@ -56,6 +57,7 @@ def resolve_batch_size(batch_size: int | None, num_beams: int) -> int:
 class CaptionSummary:
     captioned: int = 0
     already_done: int = 0
+    truncated: int = 0  # captions of this run cut at max_new_tokens
     skipped: list[dict] = field(default_factory=list)
     out: Path | None = None
     skipped_file: Path | None = None  # where the skipped images are listed, when they were
@@ -223,6 +225,19 @@ def torch_device_type(captioner: Captioner) -> str | None:
         return None
 
 
+def caption_batch(
+    captioner: Captioner, images: Sequence, num_beams: int = 1, max_new_tokens: int = 30, prompt: str | None = None
+) -> list[dict]:
+    """`{"caption"[, "truncated"]}` per image from the captioner's `caption_rows` (or, for an object with only
+    `generate`, its captions); `prompt` goes to the captioner only when given (vision-language families)."""
+    kw = {} if prompt is None else {"prompt": prompt}
+    rows = getattr(captioner, "caption_rows", None)
+    if rows is not None:
+        return rows(images, num_beams=num_beams, max_new_tokens=max_new_tokens, **kw)
+    captions = captioner.generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens, **kw)
+    return [{"caption": c} for c in captions]
+
+
 def caption_images(
     captioner: Captioner,
     items: Sequence[tuple[str, Path | ShardSample]],
@@ -231,6 +246,7 @@ def caption_images(
     num_beams: int = 1,
     max_new_tokens: int = 30,
     on_error: str = "fail",
+    prompt: str | None = None,
     num_workers: int | None = None,
     process_index: int = 0,
     num_processes: int = 1,
@@ -247,6 +263,7 @@ def caption_images(
     0 merges the journals into `out` once all are done (`summary.out_rows`). `out=None` (streaming) needs
     one process. With one process, journals a killed multi-process run left are honoured and merged too.
     `after_batch` is called once each batch's rows are written (autocaption saves its metadata.jsonl there).
+    `prompt`: the vision-language captioner's prompt for this run (None: the one it was loaded with).
     `num_workers`: processes decoding and preprocessing the next batches while the model runs this one
     (`vlgen.captioning.inputs`; 0: in this thread, between batches; None: `default_num_workers()`).
 
@@ -309,9 +326,10 @@ def caption_images(
                         summary.skipped_file = skip_path
                         skip_writer.write({"file_name": b.file_name, "path": str(b.ref), "reason": b.reason})
                 if images is not None:
-                    captions = captioner.generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens)
-                    for name, caption in zip(good, captions, strict=True):
-                        row = {"file_name": name, "caption": caption}
+                    results = caption_batch(captioner, images, num_beams, max_new_tokens, prompt)
+                    for name, result in zip(good, results, strict=True):
+                        row = {"file_name": name, **result}
+                        summary.truncated += bool(result.get("truncated"))
                         writer.write(row) if writer else echo(row)
                         summary.captioned += 1
                         if writer and summary.captioned == test_kill_after_rows:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import typer
 
+from vlgen.captioning.vlm_config import DEFAULT_INSTRUCTION
 from vlgen.cli._console import err
+from vlgen.cli._tagger_options import CHARACTER_THRESHOLD, GENERAL_THRESHOLD, TAGS_WITH
 
 # `--out` values that mean "stream the rows to stdout" (reading them back to resume would block on a pipe).
 STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
@@ -28,13 +30,31 @@ def _write_row(row: dict) -> None:
     sys.stdout.flush()  # a reader downstream (`| jq`) sees each row as it is captioned
 
 
+CAPTION_PROMPT = typer.Option(
+    None,
+    "--caption-prompt",
+    help="Vision-language models: the instruction, or Florence-2's task token (<CAPTION>, <DETAILED_CAPTION>, "
+    "<MORE_DETAILED_CAPTION>). Default per model: Florence-2 <CAPTION>, BLIP-2 none, chat models "
+    f"{DEFAULT_INSTRUCTION!r}.",
+    show_default=False,
+)
+DTYPE = typer.Option(
+    None, "--dtype", help="fp32, bf16 or fp16 (bf16/fp16 on GPUs for 2-8B models; default fp32).", show_default=False
+)
+
+
 def caption(
     inputs: list[Path] = typer.Argument(
         ...,
         help="Image files, image folders, dataset folders, WebDataset shards (DIR/*.tar, "
         "'shards/{00000..00099}.tar') or parquet files/folders.",
     ),
-    model: str = typer.Option("blip", "--model", help="blip, vit-gpt2, a hub id, or a model directory."),
+    model: str = typer.Option(
+        "blip",
+        "--model",
+        help="blip, vit-gpt2, a hub id, or a model directory; vision-language models too (Florence-2, Qwen2-VL, "
+        "SmolVLM, BLIP-2, LLaVA: any transformers image-text-to-text checkpoint).",
+    ),
     out_file: Path | None = typer.Option(
         None,
         "--out",
@@ -45,7 +65,12 @@ def caption(
     batch_size: int | None = typer.Option(
         None, help="Images per forward pass (default: 32 decoding sequences, i.e. 32 // num_beams images)."
     ),
-    max_new_tokens: int = typer.Option(30, help="Longest caption, in tokens."),
+    max_new_tokens: int = typer.Option(30, help="Longest caption, in tokens; a caption cut there says truncated."),
+    caption_prompt: str | None = CAPTION_PROMPT,
+    dtype: str | None = DTYPE,
+    tags_with: str | None = TAGS_WITH,
+    general_threshold: float | None = GENERAL_THRESHOLD,
+    character_threshold: float | None = CHARACTER_THRESHOLD,
     split: str | None = typer.Option(None, help="Only this split of a dataset folder (train/validation/test)."),
     on_error: str = typer.Option("fail", help="fail: stop at a bad image; skip: report it and go on."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
@@ -69,11 +94,12 @@ def caption(
     from accelerate import PartialState
 
     from vlgen.captioning.batch import caption_images, collect_inputs, done_file_names, write_caption_parquet
-    from vlgen.captioning.registry import load_captioner
+    from vlgen.captioning.registry import load_captioner_with_tags, parse_dtype
     from vlgen.fileio import check_output_file
     from vlgen.hub import name_model_options
 
     name_model_options(captioner="--model")
+    parse_dtype(dtype)
 
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter(f"{on_error!r} is not fail or skip", param_hint="--on-error")
@@ -100,7 +126,10 @@ def caption(
     if parquet_out is not None:
         check_output_file(parquet_out, "--out")
     kill_after = os.environ.get("VLGEN_TEST_CAPTION_KILL_AFTER_ROWS")
-    captioner = load_captioner(model, device=dev)
+    captioner = load_captioner_with_tags(
+        model, device=dev, dtype=dtype, prompt=caption_prompt, tags_with=tags_with,
+        general_threshold=general_threshold, character_threshold=character_threshold,
+    )  # fmt: skip
     summary = caption_images(
         captioner,
         items,
@@ -127,6 +156,8 @@ def caption(
         for s in summary.skipped:
             where = f" in {s['source']}" if "source" in s else ""  # a shard's key: name the shard too
             err.print(f"skipped {s['file_name']}{where}: {s['reason']}")
+    if summary.truncated:
+        msg += f", {summary.truncated} cut at --max-new-tokens {max_new_tokens} (rows with truncated: true)"
     if summary.out_rows is not None:
         msg += f"; {out_file} holds {summary.out_rows} rows"
     if parquet_out is not None and state.process_index == 0:  # after the merge: the journal is whole

@@ -48,6 +48,16 @@ NEGATIVE = typer.Option(None, "--negative-prompt", help="What the images should 
 BATCH = typer.Option(_R.generation_batch_size, "--batch-size", help="Images per pipeline call.")
 NUM_BEAMS = typer.Option(_R.num_beams, "--num-beams", help="Captioners' beam width (1 = greedy).")
 MAX_NEW_TOKENS = typer.Option(_R.max_new_tokens, "--max-new-tokens", help="Longest caption, in tokens.")
+CAPTION_PROMPT = typer.Option(
+    None,
+    "--caption-prompt",
+    help="The vision-language captioners' prompt (instruction or Florence-2 task token), as `vlgen caption`'s; "
+    "other captioners take none (default: each model's own).",
+    show_default=False,
+)
+CAPTION_DTYPE = typer.Option(
+    None, "--dtype", "--caption-dtype", help="Captioners' dtype: fp32, bf16 or fp16 (default fp32).", show_default=False
+)
 CAPTION_BATCH = typer.Option(None, "--caption-batch-size", help="Images per captioner call (default: 32 // num_beams).")
 CLIP = typer.Option(None, "--clip-model", help="CLIP model dir or hub id (default: openai/clip-vit-large-patch14).")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda ... (default: cuda when available).")
@@ -112,6 +122,8 @@ def prompts(
     num_beams: int = NUM_BEAMS,
     max_new_tokens: int = MAX_NEW_TOKENS,
     caption_batch_size: int | None = CAPTION_BATCH,
+    caption_prompt: str | None = CAPTION_PROMPT,
+    caption_dtype: str | None = CAPTION_DTYPE,
     clip_model: str | None = CLIP,
     bertscore_model: str | None = typer.Option(
         None, "--bertscore-model", help="As `vlgen evaluate captions` (default roberta-large, else packaged MiniLM)."
@@ -127,7 +139,8 @@ def prompts(
     cfg = _config(
         captioner, base, vae, lora, lora_scale, seed, num_inference_steps, guidance_scale, width, height,
         negative_prompt, generation_batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
-        caption_batch_size=caption_batch_size, clip_model=clip_model, bertscore_model=bertscore_model,
+        caption_batch_size=caption_batch_size, caption_prompt=caption_prompt,
+        caption_dtype=caption_dtype, clip_model=clip_model, bertscore_model=bertscore_model,
         device=device, source=str(prompts_file),
     )  # fmt: skip
     texts = read_prompts_file(prompts_file)  # before any model loads: a bad line fails at once
@@ -158,6 +171,8 @@ def images(
     num_beams: int = NUM_BEAMS,
     max_new_tokens: int = MAX_NEW_TOKENS,
     caption_batch_size: int | None = CAPTION_BATCH,
+    caption_prompt: str | None = CAPTION_PROMPT,
+    caption_dtype: str | None = CAPTION_DTYPE,
     clip_model: str | None = CLIP,
     dino_model: str | None = typer.Option(
         None, "--dino-model", help="DINO ViT dir or hub id (default: facebook/dino-vits16)."
@@ -176,7 +191,8 @@ def images(
     cfg = _config(
         captioner, base, vae, lora, lora_scale, seed, num_inference_steps, guidance_scale, width, height,
         negative_prompt, generation_batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
-        caption_batch_size=caption_batch_size, template=template, clip_model=clip_model, dino_model=dino_model,
+        caption_batch_size=caption_batch_size, caption_prompt=caption_prompt,
+        caption_dtype=caption_dtype, template=template, clip_model=clip_model, dino_model=dino_model,
         vgg_weights=vgg_weights, device=device, source=str(image_dir),
     )  # fmt: skip
     _print(roundtrip_images(image_dir, out_dir, cfg), json_)

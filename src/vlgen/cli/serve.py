@@ -15,7 +15,11 @@ from vlgen.serving.settings import ServeSettings
 
 # One line each; `with_dataclass_options` appends "[default: ...]" (fields whose default is None say it here).
 HELP = {
-    "caption_model": "blip, vit-gpt2, cnn-lstm dir, a hub id, or a directory.",
+    "caption_model": "blip, vit-gpt2, cnn-lstm dir, a hub id, or a directory; vision-language models too "
+    "(Florence-2, Qwen2-VL, SmolVLM, BLIP-2, LLaVA).",
+    "caption_prompt": "Vision-language caption models: the default prompt (instruction or Florence-2 task token); "
+    "requests may send their own in the form field caption_prompt. Default: the model's.",
+    "dtype": "Caption model dtype: fp32, bf16 or fp16 (default fp32).",
     "t2i_base": "SDXL base (hub id or directory) to enable /v1/generate: stabilityai/stable-diffusion-xl-base-1.0.",
     "lora": "LoRA for --t2i-base: a `vlgen train lora` output dir or .safetensors (as `vlgen generate`).",
     "vae": "VAE for --t2i-base: hub id or directory (default: the base's own; as `vlgen generate`).",

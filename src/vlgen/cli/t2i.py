@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from vlgen.cli._tagger_options import CHARACTER_THRESHOLD, GENERAL_THRESHOLD, TAGS_WITH
+from vlgen.cli.caption import CAPTION_PROMPT, DTYPE
 from vlgen.t2i.generate import GenerateSettings
 
 _G = GenerateSettings()  # `vlgen generate`'s defaults, written once (GenerationParams and GenerateSettings)
@@ -16,7 +18,12 @@ def autocaption(
         ...,
         help="Folder of images (its metadata.jsonl is written/updated), or WebDataset shards / parquet (with --out).",
     ),
-    model: str = typer.Option("blip", "--model", help="Captioner: blip, vit-gpt2, cnn-lstm dir, hub id or dir."),
+    model: str = typer.Option(
+        "blip",
+        "--model",
+        help="Captioner: blip, vit-gpt2, cnn-lstm dir, hub id or dir; vision-language models too (Florence-2, "
+        "Qwen2-VL, SmolVLM, BLIP-2, LLaVA).",
+    ),
     template: str = typer.Option(
         "{caption}",
         "--template",
@@ -29,7 +36,11 @@ def autocaption(
         None, "--batch-size", help="Images per captioner call (default: as `vlgen caption`, 32 // num_beams)."
     ),
     num_beams: int = typer.Option(3, "--num-beams", help="Beam width (1 = greedy)."),
-    max_new_tokens: int = typer.Option(30, "--max-new-tokens", help="Longest caption, in tokens."),
+    max_new_tokens: int = typer.Option(
+        30, "--max-new-tokens", help="Longest caption, in tokens; a caption cut there gets truncated: true."
+    ),
+    caption_prompt: str | None = CAPTION_PROMPT,
+    dtype: str | None = DTYPE,
     device: str | None = typer.Option(None, "--device", help="cpu, cuda ... (default: cuda when available)."),
     out_file: Path | None = typer.Option(
         None, "--out", help="Metadata JSONL to write instead of FOLDER/metadata.jsonl (needed for shards, parquet)."
@@ -37,6 +48,9 @@ def autocaption(
     image_column: str | None = typer.Option(
         None, "--image-column", help="Parquet image column / shard image extension (default: image, jpg, png ...)."
     ),
+    tags_with: str | None = TAGS_WITH,
+    general_threshold: float | None = GENERAL_THRESHOLD,
+    character_threshold: float | None = CHARACTER_THRESHOLD,
 ) -> None:
     """Caption every image of FOLDER into metadata.jsonl (for `vlgen train lora --caption-column`)."""
     import torch
@@ -51,10 +65,15 @@ def autocaption(
     res = run(
         folder, model=model, template=template, caption_column=caption_column, overwrite=overwrite,
         on_error=on_error, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens, device=dev,
-        out=out_file, image_column=image_column,
+        out=out_file, image_column=image_column, tags_with=tags_with, general_threshold=general_threshold,
+        character_threshold=character_threshold, caption_prompt=caption_prompt, dtype=dtype,
     )  # fmt: skip
     for name, why in res.failed:
         err.print(f"skipped {name}: {why}")
+    if res.truncated:
+        err.print(
+            f"{len(res.truncated)} captions were cut at --max-new-tokens {max_new_tokens} (rows with truncated: true)"
+        )
     out.print(f"captioned {len(res.captioned)}, kept {len(res.kept)}, failed {len(res.failed)}: {res.metadata}")
 
 

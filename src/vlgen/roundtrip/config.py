@@ -40,6 +40,8 @@ class RoundtripConfig:
     num_beams: int = DEFAULT_NUM_BEAMS
     max_new_tokens: int = 30
     caption_batch_size: int | None = None  # None: as `vlgen caption`, 32 // num_beams images
+    caption_prompt: str | None = None  # the vision-language captioners' prompt (None: each model's default)
+    caption_dtype: str | None = None  # the captioners' fp32 (None), bf16 or fp16
     template: str = "{caption}"  # images direction: the prompt made from a recovered caption
     clip_model: str | None = None  # None: the default CLIP, null with a reason when it is not available
     dino_model: str | None = None
@@ -73,6 +75,9 @@ def check_config(cfg: RoundtripConfig, direction: str) -> None:
         raise ConfigError(f"--batch-size must be at least 1, got {cfg.generation_batch_size}")
     if cfg.num_beams < 1:
         raise ConfigError(f"--num-beams must be at least 1, got {cfg.num_beams}")
+    from vlgen.captioning.registry import parse_dtype
+
+    parse_dtype(cfg.caption_dtype, "--dtype")
     if cfg.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {cfg.max_new_tokens}")
     if direction == "images":

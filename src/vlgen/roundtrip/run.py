@@ -215,7 +215,7 @@ def caption_all(
 ) -> tuple[list[dict[str, str]], int]:
     """Caption `items` ((file_name, path)) with every captioner; ({file_name: caption} per captioner, made)."""
     from vlgen.captioning.batch import caption_images, done_file_names
-    from vlgen.captioning.registry import load_captioner
+    from vlgen.captioning.registry import family_of, load_captioner, takes_prompt
 
     out: list[dict[str, str]] = []
     made = 0
@@ -223,7 +223,9 @@ def caption_all(
         journal = jdir / f"captions-{j}.jsonl"
         done = done_file_names(journal)
         if any(name not in done for name, _ in items):
-            captioner = load_captioner(ref, device=device)
+            # --caption-prompt goes to the captioners that take one (a BLIP beside a Florence-2 takes none)
+            prompt = cfg.caption_prompt if takes_prompt(family_of(ref)) else None
+            captioner = load_captioner(ref, device=device, dtype=cfg.caption_dtype, prompt=prompt)
             summary = caption_images(
                 captioner, items, journal, batch_size=cfg.caption_batch_size, num_beams=cfg.num_beams,
                 max_new_tokens=cfg.max_new_tokens,
@@ -238,14 +240,19 @@ def caption_all(
 
 def _check_captioners(cfg: RoundtripConfig) -> dict[str, str]:
     """Each captioner's family, found before any long work (a typo fails here, not after generating)."""
-    from vlgen.captioning.registry import family_of
+    from vlgen.captioning.registry import check_caption_options, family_of, takes_prompt
     from vlgen.hub import DEFAULT_MODELS, resolve_model
 
     families = {}
     for ref in cfg.captioners:
         families[ref] = family_of(ref)
+        check_caption_options(families[ref], dtype=cfg.caption_dtype)
         if ref == families[ref] and ref in DEFAULT_MODELS:  # a family name: its published checkpoint
             resolve_model(DEFAULT_MODELS[ref], what=f"{ref} captioner")
+    if cfg.caption_prompt is not None and not any(map(takes_prompt, families.values())):
+        raise ConfigError(
+            "--caption-prompt: none of the captioners takes a prompt (prompts are for vision-language captioners)"
+        )
     return families
 
 
@@ -259,6 +266,9 @@ def _settings(cfg: RoundtripConfig, families: dict[str, str], device: str) -> di
             "num_beams": cfg.num_beams,
             "max_new_tokens": cfg.max_new_tokens,
             "batch_size": cfg.caption_batch_size,
+            # only when given: a journal written before these options existed still resumes
+            **({"caption_prompt": cfg.caption_prompt} if cfg.caption_prompt is not None else {}),
+            **({"dtype": cfg.caption_dtype} if cfg.caption_dtype is not None else {}),
         },
     }
 

@@ -3,7 +3,8 @@
     GET  /              the page (upload -> caption, prompt -> image)                    routes/info.py
     GET  /health        liveness + queue depth and batch-size statistics (no key needed)  routes/info.py
     GET  /v1/models     the loaded models, their defaults and limits                      routes/info.py
-    POST /v1/caption    multipart: `file` (one image) and/or `files` (several); `num_beams`, `max_new_tokens`
+    POST /v1/caption    multipart: `file` (one image) and/or `files` (several); `num_beams`, `max_new_tokens`,
+                        `caption_prompt` (vision-language caption models)
                                                                                           routes/caption.py
     POST /v1/generate   JSON: prompt, negative_prompt, seed, num_inference_steps, guidance_scale, lora_scale,
                         width, height, response_format ("png" -> image/png, "b64_json" -> JSON)
@@ -68,16 +69,20 @@ def create_app(
         if captioner is None:
             from vlgen.captioning.registry import load_captioner
 
-            captioner = load_captioner(settings.caption_model, device=device)
+            captioner = load_captioner(
+                settings.caption_model, device=device, dtype=settings.dtype, prompt=settings.caption_prompt
+            )
         if t2i is None and settings.t2i_base:
             t2i = TextToImage.load(settings.t2i_base, lora=settings.lora, device=device, vae=settings.vae)
 
-    def caption_batch(images: list, key: tuple[int, int]) -> list[str]:
+    def caption_batch(images: list, key: tuple[int, int, str | None]) -> list[dict]:
         import torch
 
-        num_beams, max_new_tokens = key
+        from vlgen.captioning.batch import caption_batch as rows
+
+        num_beams, max_new_tokens, prompt = key  # a request's caption_prompt (None: the captioner's own)
         with torch.inference_mode():
-            return captioner.generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens)
+            return rows(captioner, images, num_beams, max_new_tokens, prompt)
 
     state = ServerState(
         settings=settings,

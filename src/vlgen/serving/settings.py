@@ -22,6 +22,8 @@ LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 class ServeSettings:
     # models
     caption_model: str = "blip"  # family name, hub id or directory (vlgen.captioning.registry.load_captioner)
+    caption_prompt: str | None = None  # vision-language captioners: the default prompt (None: the model's own)
+    dtype: str | None = None  # fp32 (None), bf16 or fp16 for the caption model
     t2i_base: str | None = None  # SDXL base; None = /v1/generate answers 501 "not enabled"
     lora: str | None = None  # as `vlgen generate --lora`: output dir or .safetensors; scaled per request
     vae: str | None = None  # as `vlgen generate --vae`: a separate VAE for t2i_base; None / "none" = the base's own
@@ -103,6 +105,8 @@ class ServeSettings:
             raise ConfigError(f"default num_beams {self.num_beams} is outside 1..{self.max_num_beams}")
         if not 1 <= self.max_new_tokens <= self.max_new_tokens_limit:
             raise ConfigError(f"default max_new_tokens {self.max_new_tokens} is outside 1..{self.max_new_tokens_limit}")
+        if self.dtype is not None and self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"--dtype {self.dtype!r} is not one of fp32, bf16, fp16")
         if self.lora and not self.t2i_base:
             raise ConfigError(f"--lora {self.lora} needs --t2i-base (the SDXL model the LoRA was trained on)")
         if self.vae and self.vae.lower() != "none" and not self.t2i_base:

@@ -33,6 +33,7 @@ class AutocaptionResult:
     captioned: list[str] = field(default_factory=list)  # file_names captioned by this run
     kept: list[str] = field(default_factory=list)  # rows left as they were
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file_name, reason)
+    truncated: list[str] = field(default_factory=list)  # captioned by this run, cut at max_new_tokens
     metadata: Path | None = None
 
 
@@ -90,12 +91,20 @@ def autocaption(
     device: str = "cpu",
     out: str | Path | None = None,
     image_column: str | None = None,
+    caption_prompt: str | None = None,
+    dtype: str | None = None,
+    tags_with: str | None = None,
+    general_threshold: float | None = None,
+    character_threshold: float | None = None,
 ) -> AutocaptionResult:
     """Caption every image of `folder` into its metadata.jsonl (or `out`); see the module docstring.
 
     `folder` may also be WebDataset shards or parquet (vlgen.data.shards; `image_column` picks the image):
     rows are then named by sample key and written to `out`, which is required (there is no folder to write
-    into)."""
+    into). `caption_prompt` (vision-language captioners: the instruction or Florence-2 task token) and `dtype`
+    (fp32/bf16/fp16) are as `vlgen caption`'s; a caption cut at `max_new_tokens` gets `"truncated": true`.
+    `tags_with` (a WD tagger) follows each caption with its tags, "CAPTION, TAGS", and is recorded as
+    `tags_model`; `general_threshold`/`character_threshold` are the WD tagger's (see vlgen.captioning.wd_tagger)."""
     check_template(template)
     if on_error not in ("fail", "skip"):
         raise ConfigError(f"--on-error must be 'fail' or 'skip', got {on_error!r}")
@@ -134,7 +143,8 @@ def autocaption(
             return False
         if not overwrite:
             return True
-        return row.get("caption_model") == model and row.get("caption_template") == template
+        same = row.get("caption_model") == model and row.get("caption_template") == template
+        return same and row.get("caption_prompt") == caption_prompt and row.get("tags_model") == tags_with
 
     result = AutocaptionResult(metadata=meta)
     todo = [n for n in names if not done(by_name[n])]
@@ -147,13 +157,24 @@ def autocaption(
         n, c = row["file_name"], row["caption"]
         by_name[n].update({caption_column: apply_template(template, c), "raw_caption": c,
                            "caption_model": model, "caption_template": template})  # fmt: skip
+        for key, value in (("caption_prompt", caption_prompt), ("truncated", row.get("truncated")),
+                           ("tags_model", tags_with)):  # fmt: skip
+            if value is None:
+                by_name[n].pop(key, None)  # a stale value from an earlier run would describe another caption
+            else:
+                by_name[n][key] = value
+        if row.get("truncated"):
+            result.truncated.append(n)
         result.captioned.append(n)
 
     try:
         if todo:
-            from vlgen.captioning.registry import load_captioner
+            from vlgen.captioning.registry import load_captioner_with_tags
 
-            captioner = load_captioner(model, device=device)
+            captioner = load_captioner_with_tags(
+                model, device=device, dtype=dtype, prompt=caption_prompt, tags_with=tags_with,
+                general_threshold=general_threshold, character_threshold=character_threshold,
+            )  # fmt: skip
             summary = caption_images(
                 captioner, [(n, refs[n]) for n in todo], None, batch_size=batch_size, num_beams=num_beams,
                 max_new_tokens=max_new_tokens, on_error=on_error, echo=take, after_batch=save,

@@ -1,4 +1,6 @@
-"""POST /v1/caption: multipart `file` (one image) and/or `files` (several); `num_beams`, `max_new_tokens`.
+"""POST /v1/caption: multipart `file` (one image) and/or `files` (several); `num_beams`, `max_new_tokens`, and for
+vision-language caption models `caption_prompt` (the instruction or Florence-2 task token; default: the server's).
+A caption that hit `max_new_tokens` says `"truncated": true`.
 
 Images go through the app's `MicroBatcher` (one worker thread, batched across requests). Memory: uploads are
 decoded DECODE_THREADS at a time and reduced to what the caption model needs as they decode
@@ -19,12 +21,14 @@ from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 
-from vlgen.errors import ImageLoadError
+from vlgen.captioning.vlm_config import FAMILY as VLM_FAMILY
+from vlgen.errors import ConfigError, ImageLoadError
 from vlgen.serving.batching import QueueFullError
 from vlgen.serving.giving_up import ClientGone, run_while_connected
 from vlgen.serving.responses import APIError, error_docs
 from vlgen.serving.state import ServerState
 
+MAX_PROMPT_CHARS = 2000  # a caption instruction, not a document
 DECODE_THREADS = 2  # concurrent image decodes: each may hold up to max_pixels * 3 bytes
 
 
@@ -32,12 +36,14 @@ class CaptionItem(BaseModel):
     file_name: str
     caption: str
     batch_size: int = Field(description="How many images (from all requests) ran through the model together")
+    truncated: bool | None = Field(None, description="true when the caption hit max_new_tokens (else absent)")
 
 
 class CaptionResponse(BaseModel):
     model: str
     num_beams: int
     max_new_tokens: int
+    caption_prompt: str | None = Field(None, description="The prompt used (vision-language models only)")
     captions: list[CaptionItem]
     elapsed_ms: float
 
@@ -52,6 +58,17 @@ def router(state: ServerState) -> APIRouter:
     decode_limiter = anyio.CapacityLimiter(DECODE_THREADS)
     input_size = getattr(state.captioner, "input_size", None)  # decode straight to (a margin above) its size
     model_id = str(settings.caption_model)
+
+    def check_prompt(prompt: str | None) -> str | None:
+        """The request's caption_prompt, or 422 when this model takes none or refuses it (before any queueing)."""
+        if prompt is None:
+            return None
+        if getattr(state.captioner, "family", None) != VLM_FAMILY:
+            raise APIError(422, f"caption_prompt: the caption model {model_id} takes no prompt", param="caption_prompt")
+        try:
+            return state.captioner.check_prompt(prompt)
+        except ConfigError as e:
+            raise APIError(422, f"caption_prompt: {e}", param="caption_prompt") from None
 
     async def probe(data: bytes, name: str, param: str) -> tuple[int, int]:
         from vlgen.data.images import probe_image_bytes
@@ -76,6 +93,7 @@ def router(state: ServerState) -> APIRouter:
         "/v1/caption",
         tags=["caption"],
         response_model=CaptionResponse,
+        response_model_exclude_none=True,  # truncated / caption_prompt only where they apply
         responses=error_docs(*state.auth_codes, 400, 408, 413, 415, 422, 503, 504),
     )
     async def caption(
@@ -84,8 +102,12 @@ def router(state: ServerState) -> APIRouter:
         files: Annotated[list[UploadFile] | None, File(description="Several images")] = None,
         num_beams: Annotated[int, Form(ge=1, le=settings.max_num_beams)] = settings.num_beams,
         max_new_tokens: Annotated[int, Form(ge=1, le=settings.max_new_tokens_limit)] = settings.max_new_tokens,
+        caption_prompt: Annotated[
+            str | None, Form(max_length=MAX_PROMPT_CHARS, description="Vision-language models: the instruction")
+        ] = None,
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
+        prompt = check_prompt(caption_prompt)
         uploads = [(u, "file") for u in ([file] if file is not None else [])]
         uploads += [(u, f"files[{i}]") for i, u in enumerate(files or [])]
         if not uploads:
@@ -116,7 +138,7 @@ def router(state: ServerState) -> APIRouter:
                 for (data, name, param), (w, h) in zip(named, sizes, strict=True):
                     images.append(await decode(data, name, param))
                     decoded[0] += w * h
-                return await batcher.submit(images, key=(num_beams, max_new_tokens))
+                return await batcher.submit(images, key=(num_beams, max_new_tokens, prompt))
 
         try:
             results = await run_while_connected(request, work(), settings.timeout_s)
@@ -138,9 +160,10 @@ def router(state: ServerState) -> APIRouter:
             "model": model_id,
             "num_beams": num_beams,
             "max_new_tokens": max_new_tokens,
+            "caption_prompt": prompt if prompt is not None else getattr(state.captioner, "prompt", None),
             "captions": [
-                {"file_name": u.filename or f"upload {i + 1}", "caption": text, "batch_size": size}
-                for i, ((u, _), (text, size)) in enumerate(zip(uploads, results, strict=True))
+                {"file_name": u.filename or f"upload {i + 1}", **row, "batch_size": size}
+                for i, ((u, _), (row, size)) in enumerate(zip(uploads, results, strict=True))
             ],
             "elapsed_ms": round(1000 * (time.perf_counter() - t0), 1),
         }

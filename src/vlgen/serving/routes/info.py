@@ -60,7 +60,12 @@ def router(state: ServerState) -> APIRouter:
                 "id": str(settings.caption_model),
                 "task": "caption",
                 "family": getattr(state.captioner, "family", None),
-                "defaults": {"num_beams": settings.num_beams, "max_new_tokens": settings.max_new_tokens},
+                "defaults": {
+                    "num_beams": settings.num_beams,
+                    "max_new_tokens": settings.max_new_tokens,
+                    # vision-language caption models: the prompt a request without caption_prompt gets
+                    **({"caption_prompt": state.captioner.prompt} if hasattr(state.captioner, "prompt") else {}),
+                },
                 "limits": {
                     "num_beams": settings.max_num_beams,
                     "max_new_tokens": settings.max_new_tokens_limit,
