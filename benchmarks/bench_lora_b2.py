@@ -110,14 +110,27 @@ def build_data(out: Path) -> Path:
 
 
 def stamp_steps(path: str) -> None:
-    """Record the end time of every optimizer step of this process into PATH (JSON, written at exit)."""
+    """Record the end time of every optimizer step of this process into PATH (JSON, written at exit).
+
+    On CUDA (benchmarks/gpu_check.py) the hook first waits for the step's kernels (`synchronize`), and the
+    JSON also holds the process's peak `torch.cuda.max_memory_allocated` up to the last step (set-up included).
+    """
     import atexit
 
+    import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     stamps: list[float] = []
-    register_optimizer_step_post_hook(lambda *_: stamps.append(time.perf_counter()))
-    atexit.register(lambda: Path(path).write_text(json.dumps({"t0": T0, "stamps": stamps})))
+    peak: list[int] = []  # max_memory_allocated after the latest step (CUDA only)
+
+    def hook(*_) -> None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+            peak[:] = [torch.cuda.max_memory_allocated()]
+        stamps.append(time.perf_counter())
+
+    register_optimizer_step_post_hook(hook)
+    atexit.register(lambda: Path(path).write_text(json.dumps({"t0": T0, "stamps": stamps, "peak_vram": peak[:1]})))
 
 
 def run_diffusers(script: str, argv: list[str], stamps: str) -> None:
@@ -133,9 +146,10 @@ def diffusers_argv(spec: dict) -> list[str]:
     """train_dreambooth_lora_sdxl.py's arguments for B2 (the same settings as `child`)."""
     argv = [
         "--pretrained_model_name_or_path", spec["model"], "--output_dir", spec["out"],
-        "--instance_prompt", TRIGGER, "--resolution", "256", "--train_batch_size", "1",
+        "--instance_prompt", TRIGGER, "--resolution", str(spec.get("resolution", 256)), "--train_batch_size", "1",
         "--gradient_accumulation_steps", "1", "--learning_rate", "1e-4", "--lr_scheduler", "constant",
-        "--lr_warmup_steps", "0", "--snr_gamma", "5", "--rank", "4", "--mixed_precision", "no", "--seed", "0",
+        "--lr_warmup_steps", "0", "--snr_gamma", "5", "--rank", "4", "--seed", "0",
+        "--mixed_precision", spec.get("mixed_precision", "no"),
         "--max_train_steps", str(spec["steps"]), "--checkpointing_steps", "500",
     ]  # fmt: skip
     if spec["prompts"] == "captions":  # per-image captions only through `datasets` (imagefolder + metadata)
@@ -160,7 +174,7 @@ def child(spec: dict) -> None:
         output_dir=spec["out"],
         instance_prompt=TRIGGER,
         caption_column="text" if spec["prompts"] == "captions" else None,
-        resolution=256,
+        resolution=spec.get("resolution", 256),
         train_batch_size=1,
         gradient_accumulation_steps=1,
         gradient_checkpointing=spec["gc"],
@@ -169,7 +183,7 @@ def child(spec: dict) -> None:
         lr_warmup_steps=0,
         snr_gamma=5.0,
         rank=4,
-        mixed_precision="no",
+        mixed_precision=spec.get("mixed_precision", "no"),
         seed=0,
         max_train_steps=spec["steps"],
         checkpointing_steps=500,
@@ -189,7 +203,9 @@ def child(spec: dict) -> None:
 
 def run_one(tool: str, spec: dict, env: dict, script: str | None) -> dict:
     """One run as its own process; step times from its stamps file, peak RSS from os.wait4."""
-    stamps = Path(spec["out"]) / f"stamps-{tool}.json"
+    # beside the run's output folder, not in it: vlgen refuses an --output-dir that holds other files
+    out = Path(spec["out"])
+    stamps = out.with_name(f"{out.name}-stamps-{tool}.json")
     stamps.parent.mkdir(parents=True, exist_ok=True)
     stamps.unlink(missing_ok=True)
     spec = {**spec, "stamps": str(stamps)}
@@ -198,7 +214,7 @@ def run_one(tool: str, spec: dict, env: dict, script: str | None) -> dict:
     else:
         cmd = [sys.executable, __file__, "--run-diffusers", script, "--stamps", str(stamps), "--",
                *diffusers_argv(spec)]  # fmt: skip
-    log = Path(spec["out"]) / f"log-{tool}.txt"
+    log = out.with_name(f"{out.name}-log-{tool}.txt")
     t = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=f, text=True)
@@ -212,16 +228,19 @@ def run_one(tool: str, spec: dict, env: dict, script: str | None) -> dict:
     if len(st) != spec["steps"]:
         sys.exit(f"{tool}: {len(st)} optimizer steps stamped, expected {spec['steps']} (see {log})")
     dts = [b - a for a, b in zip(st, st[1:], strict=False)]  # dts[i-2]: step i (i >= 2)
+    timed = dts[spec.get("first_timed_step", 6) - 2 :]  # steps 6..30 (SPEC B2)
     result = {
         "tool": tool,
         **{k: spec[k] for k in ("prompts", "gc", "caches")},
-        "s_per_step": statistics.median(dts[4:]),  # steps 6..30
-        "mean_s_per_step": statistics.fmean(dts[4:]),
+        "s_per_step": statistics.median(timed),
+        "mean_s_per_step": statistics.fmean(timed),
         "first_step_end_s": st[0] - t0,  # process start (imports included) to the end of step 1
         "after_last_step_s": time.perf_counter() - t - (st[-1] - t0),
         "total_s": time.perf_counter() - t,
         "peak_rss_mib": usage.ru_maxrss / 1024,
     }
+    if data.get("peak_vram"):
+        result["peak_vram_mib"] = data["peak_vram"][0] / 2**20
     if tool == "vlgen":
         result.update(json.loads(out.strip().splitlines()[-1]))
     return result
