@@ -26,6 +26,7 @@ from vlgen.errors import ModelNotAvailableError
 DEFAULT_MODELS: dict[str, str] = {
     "blip": "Salesforce/blip-image-captioning-base",
     "vit-gpt2": "nlconnect/vit-gpt2-image-captioning",
+    "florence-2": "florence-community/Florence-2-base",  # native transformers (not microsoft/'s remote code)
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
     "sdxl-vae": "madebyollin/sdxl-vae-fp16-fix",
     "clip": "openai/clip-vit-large-patch14",

@@ -160,7 +160,7 @@ def test_shipped_recipes_resolve(name):
     from vlgen.config import resolve_config
 
     cfg = resolve_config(CaptionTrainConfig, name, {"data": "d", "out": "o"})
-    assert cfg.model in {"cnn-lstm", "blip", "vit-gpt2"}
+    assert cfg.model in {"cnn-lstm", "blip", "vit-gpt2", "florence-2"}
     assert cfg.metric_for_best_model == "CIDEr+BLEU-4"
 
 

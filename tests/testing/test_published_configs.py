@@ -1,4 +1,4 @@
-"""The published architectures (SDXL base, BLIP-base, ViT-GPT2) at real size, random weights.
+"""The published architectures (SDXL base, BLIP-base, ViT-GPT2, Florence-2-base) at real size, random weights.
 
 SDXL runs on the meta device: shapes flow through the real modules without allocating 10 GB.
 The captioners run on CPU for real: random weights, one image, a few tokens.
@@ -23,6 +23,10 @@ def test_stored_configs_are_the_published_ones():
     assert te1["hidden_size"] + te2["hidden_size"] == unet["cross_attention_dim"]  # 768 + 1280
     assert te2["projection_dim"] + 6 * unet["addition_time_embed_dim"] == unet["projection_class_embeddings_input_dim"]
     assert published_config("blip-base")["vision_config"]["image_size"] == 384
+    florence = published_config("florence-2-base")
+    # DaViT's last stage (1024) is projected to the BART width; <image> sits inside the padded vocabulary.
+    assert florence["vision_config"]["projection_dim"] == florence["text_config"]["d_model"] == 768
+    assert florence["image_token_id"] == 51289 < florence["text_config"]["vocab_size"] == 51328
     with pytest.raises(ConfigError, match="sdxl-base/unet"):
         published_config("sdxl-turbo")
 
@@ -105,3 +109,38 @@ def test_vit_gpt2_captions_one_image_on_cpu():
         ids = model.generate(pixel_values, max_new_tokens=4, min_new_tokens=4)
     assert encoded.shape == (1, 197, 768)  # (224/16)^2 patches + [CLS]
     assert ids.shape == (1, 5) and ids[0, 0].item() == 50256
+
+
+@pytest.mark.slow
+def test_florence2_base_captions_and_trains_through_the_captioner_on_cpu():
+    """Florence-2-base at its published size (0.23B) through vlgen's vision-language captioner: caption at 768 px,
+    then the training batch, loss and backward (at 256 px: a backward at 768 px takes a minute on CPU)."""
+    from vlgen.captioning.vlm import VisionLanguageCaptioner
+    from vlgen.testing.florence2 import florence2_processor
+
+    torch.manual_seed(0)
+    model = published_model("florence-2-base", device="cpu")
+    # 231.4M: DaViT 90.4M + BART-base 140.2M (the tied 51328 x 768 embedding counted once) + projector.
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(231.4e6, rel=0.005)
+    assert sum(p.numel() for p in model.model.vision_tower.parameters()) == pytest.approx(90.4e6, rel=0.005)
+    # The real BPE vocabulary is not available offline: the tiny BART tokenizer's ids are valid inputs of the
+    # real-size embedding, and every shape after the tokenizer is the real one.
+    processor = florence2_processor(image_size=768)
+    model.config.image_token_id = processor.tokenizer.image_token_id
+    captioner = VisionLanguageCaptioner(model, processor)
+    assert captioner.prompt == "<CAPTION>" and captioner.input_size == (768, 768)
+    image = Image.new("RGB", (500, 375), (30, 120, 200))
+    inputs = captioner._inputs([image], captioner.prompt)
+    assert inputs["pixel_values"].shape == (1, 3, 768, 768)
+    assert int((inputs["input_ids"] == processor.tokenizer.image_token_id).sum()) == 577  # 24 x 24 + 1 temporal
+    rows = captioner.caption_rows([image], max_new_tokens=4)
+    assert len(rows) == 1 and isinstance(rows[0]["caption"], str)
+
+    small = VisionLanguageCaptioner(model, florence2_processor(image_size=256))
+    batch = small.collate([image, image], ["a blue square", "a photo of a blue square at dusk"], max_length=16)
+    assert batch["labels"][0, 0].item() == 0 and (batch["labels"][0] == -100).any()  # <s> first, padding ignored
+    model.train()
+    loss = small.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and 9.0 < loss.item() < 12.5  # about ln(51328) = 10.8 at random weights
+    assert model.model.vision_tower.convs[0].conv.weight.grad is not None  # the vision tower trains too

@@ -3,7 +3,9 @@
 A reference is a family name (`cnn-lstm`, `blip`, `vit-gpt2`: the family's published checkpoint), a hub
 id, or a local directory; the family of a directory is read from its `config.json` (`model_type`). Any other
 model type transformers' `AutoModelForImageTextToText` knows (Florence-2, Qwen2-VL ..., SmolVLM, BLIP-2, LLaVA)
-is the vision-language family `vlm` (vlgen.captioning.vlm), which takes a prompt.
+is the vision-language family `vlm` (vlgen.captioning.vlm), which takes a prompt; `florence-2` names its default
+checkpoint (florence-community/Florence-2-base) as a family name would. `check_trainable` says which of these
+`vlgen train caption` fine-tunes (train_config.TRAINABLE_FAMILIES).
 `caption(images, model=...)` and `caption_folder(inputs, out, model=...)` load one and use it in one call
 (the Python counterparts of `vlgen caption`; exported as `vlgen.caption` / `vlgen.caption_folder`).
 """
@@ -22,9 +24,12 @@ from vlgen.captioning.base import Captioner
 from vlgen.captioning.blip import BlipCaptioner
 from vlgen.captioning.cnn_lstm import MODEL_TYPE as CNN_LSTM_MODEL_TYPE
 from vlgen.captioning.cnn_lstm import CnnLstmCaptioner
+from vlgen.captioning.train_config import TRAINABLE_FAMILIES
 from vlgen.captioning.vit_gpt2 import VitGpt2Captioner
 from vlgen.captioning.vlm import FAMILY as VLM_FAMILY
 from vlgen.captioning.vlm import VisionLanguageCaptioner, check_native, florence_remote_code_message, is_vlm_model_type
+from vlgen.captioning.vlm_config import MODEL_ALIASES as VLM_ALIASES
+from vlgen.captioning.vlm_config import TRAINABLE_MODEL_TYPES
 from vlgen.captioning.wd_tagger import WdTaggerCaptioner, is_wd_tagger_config
 from vlgen.captioning.wd_tagger_config import FAMILY as WD_TAGGER_FAMILY
 from vlgen.captioning.wd_tagger_config import WD_TAGGER_REPOS
@@ -66,6 +71,8 @@ def family_of(ref: str | Path) -> str:
     if ref == VLM_FAMILY:
         raise ConfigError("vlm is a family, not a model: give a hub id or directory (e.g. florence-community/"
                           "Florence-2-base, Qwen/Qwen2.5-VL-3B-Instruct)")  # fmt: skip
+    if ref in VLM_ALIASES:  # florence-2: a vision-language checkpoint by a family-style name
+        return VLM_FAMILY
     remote = florence_remote_code_message(ref)
     if remote is not None:  # refused before any download
         raise ModelNotAvailableError(remote)
@@ -74,15 +81,8 @@ def family_of(ref: str | Path) -> str:
     for family, hub_id in DEFAULT_MODELS.items():
         if ref == hub_id and family in CAPTIONERS:
             return family
-    path = resolve_model(ref, what="captioner").path
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        raise ModelNotAvailableError(f"captioner '{ref}': {cfg} is missing, so its family is unknown")
-    try:
-        config = json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelNotAvailableError(f"captioner '{ref}': {cfg} is not valid JSON ({e})") from None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
+    config = _model_config(ref)
+    model_type = config.get("model_type")
     if model_type in _MODEL_TYPES:
         return _MODEL_TYPES[model_type]
     if is_wd_tagger_config(config):  # timm's config.json (architecture, pretrained_cfg), no model_type
@@ -97,6 +97,39 @@ def family_of(ref: str | Path) -> str:
     )
 
 
+def _model_config(ref: str) -> dict:
+    """The config.json of a captioner hub id or directory (resolved, downloaded when the hub allows)."""
+    path = resolve_model(ref, what="captioner").path
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise ModelNotAvailableError(f"captioner '{ref}': {cfg} is missing, so its family is unknown")
+    try:
+        config = json.loads(cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelNotAvailableError(f"captioner '{ref}': {cfg} is not valid JSON ({e})") from None
+    return config if isinstance(config, dict) else {}
+
+
+def check_trainable(ref: str | Path, option: str = "--model") -> str:
+    """The family of `ref` when `vlgen train caption` can train it; otherwise a one-line ConfigError naming what
+    trains (`TRAINABLE_FAMILIES`). Vision-language checkpoints train when their model_type is Florence-2's."""
+    ref = str(ref)
+    family = family_of(ref)
+    if family == VLM_FAMILY:
+        model_type = VLM_ALIASES.get(ref) or _model_config(ref).get("model_type")
+        if model_type in TRAINABLE_MODEL_TYPES:
+            return family
+        what = f"a {model_type} checkpoint (it captions, but vlgen does not fine-tune it)"
+    elif family in TRAINABLE_FAMILIES:
+        return family
+    else:
+        what = f"the {family} family"
+    raise ConfigError(
+        f"{option} {ref}: vlgen cannot train {what}; train caption trains {', '.join(TRAINABLE_FAMILIES)} "
+        "(a family name, or a hub id or directory of one)"
+    )
+
+
 def load_captioner(
     ref: str | Path,
     device: str | torch.device = "cpu",
@@ -105,7 +138,8 @@ def load_captioner(
     dtype: str | torch.dtype | None = None,
     prompt: str | None = None,
 ) -> Captioner:
-    """Load a pretrained/fine-tuned captioner: family name (its default checkpoint), hub id or directory.
+    """Load a pretrained/fine-tuned captioner: family name or `florence-2` (its default checkpoint), hub id or
+    directory.
 
     The captioner's `generate(images, num_beams=..., max_new_tokens=...)` captions RGB PIL images, one
     string per image, in order. `fast_path` (BLIP only; other families have none and ignore it): False runs
@@ -125,6 +159,8 @@ def load_captioner(
     family = family_of(ref)
     check_caption_options(family, dtype=dtype, prompt=prompt)
     cls = CAPTIONERS[family]
+    if str(ref) in VLM_ALIASES:
+        ref = DEFAULT_MODELS[str(ref)]  # florence-2 -> florence-community/Florence-2-base
     ref = None if str(ref) == family else ref
     dtype = parse_dtype(dtype)
     if cls is BlipCaptioner:

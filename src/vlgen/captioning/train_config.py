@@ -17,6 +17,9 @@ SchedulerName = Literal[
     "constant-with-warmup", "cosine-with-restarts", "cosine_restarts",
 ]  # fmt: skip
 SCHEDULER_ALIASES = {"cosine_restarts": "cosine_with_restarts"}
+# What `vlgen train caption --model` trains (a family name, or a hub id / directory of one of these). Other
+# vision-language checkpoints (Qwen2-VL, SmolVLM ...) caption but are refused for training, naming these.
+TRAINABLE_FAMILIES = ("cnn-lstm", "blip", "vit-gpt2", "florence-2")
 
 
 @flat_options
@@ -36,7 +39,7 @@ class CaptionTrainConfig:
         cfg = vlgen.CaptionTrainConfig(model="blip", data="data/ddb", out="runs/blip", epochs=3, learning_rate=1e-5)
     """
 
-    model: str = "cnn-lstm"  # family name (new CNN-LSTM / published checkpoint), hub id or directory
+    model: str = "cnn-lstm"  # a TRAINABLE_FAMILIES name (new CNN-LSTM / published checkpoint), hub id or directory
     data: str = ""
     out: str = ""
     caption_column: str = "text"

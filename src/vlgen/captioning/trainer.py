@@ -89,6 +89,9 @@ def check_config(cfg: CaptionTrainConfig) -> None:
     if cfg.report_to == "tensorboard" and not tensorboard_available():
         raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
     check_output_dir(cfg.out, "--out")
+    from vlgen.captioning.registry import check_trainable
+
+    check_trainable(cfg.model)  # a Qwen2-VL id fails here, naming what trains - not after loading 7B weights
 
 
 def text_position_limit(captioner: Captioner) -> int | None:

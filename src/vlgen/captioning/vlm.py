@@ -18,6 +18,12 @@ generation continues each row as it would alone - batched captions equal one-at-
 whose caption hit `max_new_tokens` without an end-of-sequence token is marked `"truncated": true`
 (`caption_rows`).
 
+Training (`vlgen train caption --model florence-2`, a Florence-2 hub id or directory): Florence-2 only, an
+encoder-decoder fine-tuned as BLIP is - the encoder reads the image tokens and the prompt (the captioner's, default
+`<CAPTION>`), the BART decoder learns the caption: labels are the tokenizer's ids of the caption (`<s> ... </s>`, what
+Florence-2 generates after its `</s>` decoder start), padding -100; the model shifts them right itself. Other model
+types caption but are refused for training (`TRAINABLE_MODEL_TYPES`), in one line naming what trains.
+
 Remote code is never run: the `microsoft/Florence-2-*` checkpoints (and any config.json with `auto_map` for a
 type transformers does not know) are refused in one line naming the native checkpoint to use instead.
 """
@@ -34,7 +40,14 @@ import torch
 from PIL import Image
 
 from vlgen.captioning.base import Captioner, processor_input_size, strip_captions
-from vlgen.captioning.vlm_config import FAMILY, FLORENCE_TASKS, default_prompt, florence_remote_code_message
+from vlgen.captioning.train_config import TRAINABLE_FAMILIES
+from vlgen.captioning.vlm_config import (
+    FAMILY,
+    FLORENCE_TASKS,
+    TRAINABLE_MODEL_TYPES,
+    default_prompt,
+    florence_remote_code_message,
+)
 from vlgen.errors import ConfigError, ModelNotAvailableError
 from vlgen.hub import resolve_model
 
@@ -211,15 +224,36 @@ class VisionLanguageCaptioner(Captioner):
         rows = self.caption_rows(images, num_beams, max_new_tokens, prompt=prompt, **generate_kwargs)
         return [r["caption"] for r in rows]
 
+    def check_trainable(self) -> None:
+        """ConfigError in one line unless `vlgen train caption` can fine-tune this model type (Florence-2)."""
+        if self.model_type not in TRAINABLE_MODEL_TYPES:
+            raise ConfigError(
+                f"vlgen cannot train {self.model_type} captioners (they caption only); train caption trains "
+                f"{', '.join(TRAINABLE_FAMILIES)}"
+            )
+
     def collate(self, images: Sequence[Image.Image], captions: Sequence[str], max_length: int) -> dict:
-        raise ConfigError(
-            f"training is not supported for {self.model_type} captioners (train: cnn-lstm, blip, vit-gpt2)"
-        )
+        """Florence-2's training batch: the prompt and images as `generate` gets them, the captions as labels."""
+        self.check_trainable()
+        inputs = self.processor(
+            images=list(images), text=[self._text(self.prompt)] * len(images), padding=True, return_tensors="pt"
+        )  # input_ids (B, image tokens + prompt: 577 + 7 for <CAPTION> at 768 px), attention_mask, pixel_values
+        text = self.tokenizer(
+            list(captions), padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
+        )  # (B, T): <s> w1 .. wn </s> <pad>*; truncation keeps </s>, so a cut caption still learns to end
+        labels = text.input_ids.masked_fill(text.attention_mask == 0, -100)
+        return {
+            "input_ids": inputs["input_ids"],
+            "attention_mask": inputs["attention_mask"],
+            "pixel_values": inputs["pixel_values"],
+            "labels": labels,
+        }
 
     def loss(self, batch: dict) -> torch.Tensor:
-        raise ConfigError(
-            f"training is not supported for {self.model_type} captioners (train: cnn-lstm, blip, vit-gpt2)"
-        )
+        """Mean token cross-entropy of the labels (Florence-2's LM loss; -100 ignored)."""
+        self.check_trainable()
+        batch = {**batch, "pixel_values": batch["pixel_values"].to(self.model.dtype)}
+        return self.model(**batch).loss
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)

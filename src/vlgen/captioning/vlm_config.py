@@ -17,6 +17,12 @@ DEFAULT_PROMPTS: dict[str, str] = {
     "blip-2": "",  # BLIP-2 captions without a prompt (its paper's zero-shot captioning)
     "paligemma": "caption en",
 }
+# Family-style names of vision-language checkpoints (`--model florence-2`): name -> the model_type its default
+# checkpoint (vlgen.hub.DEFAULT_MODELS[name]) has.
+MODEL_ALIASES: dict[str, str] = {"florence-2": "florence2"}
+# The vision-language model types `vlgen train caption` fine-tunes (model_type -> the name it lists them by). Only
+# Florence-2 for now: an encoder-decoder trained like BLIP (image + task token in, caption as the labels out).
+TRAINABLE_MODEL_TYPES: dict[str, str] = {"florence2": "florence-2"}
 # Florence-2's caption task tokens (the processor expands each to its instruction).
 FLORENCE_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<OCR>")
 _REMOTE_FLORENCE = re.compile(r"^microsoft/florence-2-(base|large)", re.IGNORECASE)

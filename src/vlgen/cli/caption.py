@@ -52,8 +52,9 @@ def caption(
     model: str = typer.Option(
         "blip",
         "--model",
-        help="blip, vit-gpt2, a hub id, or a model directory; vision-language models too (Florence-2, Qwen2-VL, "
-        "SmolVLM, BLIP-2, LLaVA: any transformers image-text-to-text checkpoint).",
+        help="blip, vit-gpt2, florence-2 (florence-community/Florence-2-base), a hub id, or a model directory; "
+        "vision-language models too (Florence-2, Qwen2-VL, SmolVLM, BLIP-2, LLaVA: any transformers "
+        "image-text-to-text checkpoint).",
     ),
     out_file: Path | None = typer.Option(
         None,

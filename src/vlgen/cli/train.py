@@ -17,7 +17,8 @@ app = typer.Typer(help="Train captioners (train caption) and SDXL DreamBooth LoR
 
 # One line each; `with_dataclass_options` appends "[default: ...]" (fields whose default is None say it here).
 HELP = {
-    "model": "cnn-lstm (new), blip, vit-gpt2 (published checkpoints), a hub id or a model directory.",
+    "model": "what trains: cnn-lstm (new), blip, vit-gpt2, florence-2 (published checkpoints), or a hub id or "
+    "model directory of one of these families (other vision-language models caption but do not train).",
     "data": "imagefolder dataset directory (metadata.jsonl with splits); required.",
     "out": "output directory: best/, last/, checkpoints/, history.csv, curves.png, config.yaml; required.",
     "caption_column": "metadata.jsonl column holding the caption(s).",
@@ -36,7 +37,7 @@ HELP = {
     "gradient_accumulation_steps": "batches per optimiser step.",
     "max_grad_norm": "clip gradients to this norm (null in a yaml: no clipping).",
     "mixed_precision": "no, fp16 or bf16 (autocast; CUDA).",
-    "gradient_checkpointing": "recompute activations in backward to save memory (BLIP, ViT-GPT2).",
+    "gradient_checkpointing": "recompute activations in backward to save memory (BLIP, ViT-GPT2, Florence-2).",
     "max_length": "longest training caption in tokens (longer ones are cut).",
     "seed": "seed for initialisation, data order and dropout.",
     "checkpointing_steps": "save a resumable checkpoint every N optimiser steps (default: every epoch).",
@@ -78,7 +79,7 @@ def _score(metric: str, value) -> str:
 @app.command("caption")
 @with_dataclass_options(CaptionTrainConfig, help=HELP)
 def caption(config_file: Path | None, **overrides) -> None:
-    """Train or fine-tune a CNN-LSTM, BLIP or ViT-GPT2 captioner."""
+    """Train or fine-tune a captioner. Families that train: cnn-lstm, blip, vit-gpt2, florence-2."""
     from vlgen.captioning.trainer import train_captioner
     from vlgen.cli._console import out
     from vlgen.config import resolve_config

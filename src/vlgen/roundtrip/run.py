@@ -247,7 +247,7 @@ def _check_captioners(cfg: RoundtripConfig) -> dict[str, str]:
     for ref in cfg.captioners:
         families[ref] = family_of(ref)
         check_caption_options(families[ref], dtype=cfg.caption_dtype)
-        if ref == families[ref] and ref in DEFAULT_MODELS:  # a family name: its published checkpoint
+        if ref in DEFAULT_MODELS:  # a family name (or florence-2): its published checkpoint
             resolve_model(DEFAULT_MODELS[ref], what=f"{ref} captioner")
     if cfg.caption_prompt is not None and not any(map(takes_prompt, families.values())):
         raise ConfigError(

@@ -1,4 +1,4 @@
-"""The published architectures (BLIP-base, ViT-GPT2, SDXL base) built from their real config files,
+"""The published architectures (BLIP-base, ViT-GPT2, Florence-2-base, SDXL base) built from their real config files,
 with random weights - on the meta device (shapes only, no memory) or on CPU.
 
 The configs in `configs/` are copies of the hub repos' config.json files (each names its source in
@@ -24,6 +24,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 PUBLISHED_MODELS: dict[str, str] = {  # name -> the checkpoint whose config it is
     "blip-base": "Salesforce/blip-image-captioning-base",
     "vit-gpt2": "nlconnect/vit-gpt2-image-captioning",
+    "florence-2-base": "florence-community/Florence-2-base",
     "sdxl-base/unet": "stabilityai/stable-diffusion-xl-base-1.0",
     "sdxl-base/vae": "stabilityai/stable-diffusion-xl-base-1.0",
     "sdxl-base/text_encoder": "stabilityai/stable-diffusion-xl-base-1.0",
@@ -75,6 +76,14 @@ def published_model(name: str, device: str | torch.device = "meta") -> Any:
             model = VisionEncoderDecoderModel(config=ved).eval()
             gen = model.generation_config
             gen.bos_token_id = gen.decoder_start_token_id = gen.eos_token_id = gen.pad_token_id = config["eos_token_id"]
+            return model
+        if name == "florence-2-base":
+            from transformers import Florence2Config, Florence2ForConditionalGeneration
+
+            model = Florence2ForConditionalGeneration(Florence2Config(**_transformers_kwargs(config))).eval()
+            gen = model.generation_config  # as generation_config.json: </s> starts and ends
+            gen.decoder_start_token_id, gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = 2, 0, 2, 1
+            gen.forced_eos_token_id = 2
             return model
         if name == "sdxl-base/unet":
             from diffusers import UNet2DConditionModel
