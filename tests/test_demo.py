@@ -246,3 +246,34 @@ def test_train_demo_base_options_zero_terminal_snr_text_encoders_and_vae_from(tm
     assert sched.prediction_type == "v_prediction" and sched.rescale_betas_zero_snr
     assert sched.timestep_spacing == "trailing"
     assert generate_image(pipe, "a large red circle", seed=0, num_inference_steps=2).size == (64, 64)
+
+
+def test_training_prompts_suffix_and_random_style_words() -> None:
+    # The base's prompt variants: the caption itself first; with affix="suffix" the generic phrase follows the
+    # caption (so the caption's tokens read as they do alone in the causal text encoders), style words are
+    # random letters at random_style_words=1 and never the LoRA's trigger; at 0 the draws are as before.
+    import random
+
+    from vlgen.demo.base_model import PREFIX_WORDS, training_prompts
+    from vlgen.demo.t2i import STYLE_TEMPLATE, without_style
+
+    caption = "a small green triangle above a large yellow circle"
+    out = training_prompts(caption, random.Random(0), 200, 1.0, random_style_words=1.0, affix="suffix")
+    assert out[0] == caption and all(p.startswith(caption + ", ") for p in out[1:])
+    assert not any(p.endswith(" of") for p in out)  # "a 3D icon of" becomes "a 3D icon" behind the caption
+    words = [p.rsplit(" ", 1)[-1] for p in out[1:] if "style of" in p]
+    assert words and not set(words) & {*PREFIX_WORDS, "tok"} and all(3 <= len(w) <= 6 for w in words)
+    prefixed = training_prompts(caption, random.Random(0), 50, 1.0)
+    assert all(p.endswith(" " + caption) for p in prefixed[1:])
+    assert prefixed == training_prompts(caption, random.Random(0), 50, 1.0, random_style_words=0.0, affix="prefix")
+    assert without_style(STYLE_TEMPLATE.format(caption=caption)) == caption
+
+
+def test_demo_base_refuses_an_unknown_affix(tmp_path) -> None:
+    from vlgen.demo.base_model import DemoBaseConfig, train_demo_base
+    from vlgen.errors import DataError
+
+    data = tmp_path / "data"
+    assert main(["data", "synth", str(data), "--n", "8", "--seed", "0"]) == 0
+    with pytest.raises(DataError, match="affix must be 'prefix' or 'suffix', got 'middle'"):
+        train_demo_base(DemoBaseConfig(data=str(data), out=str(tmp_path / "b"), affix="middle"), log=lambda _: None)

@@ -18,7 +18,7 @@ def demo(
         "base was made with `vlgen demo --train-base src/vlgen/demo/base`.",
     ),
     base_steps: int | None = typer.Option(
-        None, "--base-steps", min=1, metavar="N", help="With --train-base: UNet steps (default 2000)."
+        None, "--base-steps", min=1, metavar="N", help="With --train-base: UNet steps (default 3000)."
     ),
 ) -> None:
     """Run the offline demo: image -> text (train, caption, evaluate) and text -> image (LoRA, generate, evaluate)."""

@@ -12,13 +12,21 @@ any downloaded base. Its recipe (DemoBaseConfig, saved beside the weights as `tr
   conditioning as SDXL);
 - the VAE is fitted as an autoencoder on the captioning set's training images (`fit_tiny_sdxl_vae`, colour
   augmented so that it can also decode the glossy style set, which it never sees);
-- the UNet is trained fully (all weights) with the DDPM epsilon loss on the cached latents of the training
-  split, Min-SNR-5 weighted (Hang et al. 2023), with classifier-free guidance training (Ho & Salimans 2022):
-  10 % of the captions are dropped to the *zero* embedding, which is what SDXL's pipeline feeds as the
-  negative prompt (`force_zeros_for_empty_prompt`), so `guidance_scale` works at inference;
-- half of the captions go behind a generic prefix ("a picture of", "a 3D icon in the style of clay,", ...;
-  never the style trigger TOK): CLIP's text encoder is causal, so a prefix changes every caption token's
-  embedding, and the demo prompts the base with "a 3D icon in the style of TOK, {caption}";
+- the UNet is trained fully (all weights) for 3000 steps on the cached latents of the training split with the
+  v-prediction loss on a zero-terminal-SNR schedule (Lin et al. 2023: rescaled betas, trailing timesteps, the
+  last step pure noise; the scheduler saved with the base says so, and every diffusers scheduler and `vlgen
+  train lora` read it there), Min-SNR-5 capped (Hang et al. 2023). SDXL's own schedule leaves
+  sqrt(alpha_bar) = 0.068 at t = 999: on 16x16 latents the colours of a 4x4-latent object are still readable
+  in the noisy input, so an epsilon model learned to take colour from the noise and drew random colours from
+  pure noise (0.42 of the prompts' colour/shape words recovered, against a floor of 0.35; 0.71 now);
+- classifier-free guidance training (Ho & Salimans 2022): 10 % of the captions are dropped to the *zero*
+  embedding, which is what SDXL's pipeline feeds as the negative prompt (`force_zeros_for_empty_prompt`), so
+  `guidance_scale` works at inference;
+- half of the prompt variants get a generic phrase *after* the caption ("..., a 3D icon", "..., a picture in
+  the style of clay"; `affix`), half of its style words random letters (`random_style_words`; never the
+  style trigger TOK): the tiny CLIP text encoders are causal, so a phrase before the caption would change
+  every caption token's embedding (behind "a 3D icon in the style of TOK," the base recovered 0.39 where the
+  plain caption gave 0.57), and the demo prompts the base with "{caption}, a 3D icon in the style of TOK";
 - EMA of the UNet weights (decay 0.999) is what is saved; the UNet is stored in fp16 (loads as fp32).
 Every draw comes from generators seeded by `seed`: on the same machine the same command writes the same
 weights (CPU kernels are deterministic for a fixed thread count, `threads`).
@@ -67,7 +75,7 @@ class DemoBaseConfig:
     out: str = ""
     seed: int = 0
     vae_steps: int = 1500
-    steps: int = 2000
+    steps: int = 3000
     batch_size: int = 32
     learning_rate: float = 1e-3
     lr_warmup_steps: int = 100
@@ -81,6 +89,17 @@ class DemoBaseConfig:
     noise_offset: float = 0.0
     caption_dropout: float = 0.1  # share of captions replaced by the zero (unconditional) embedding
     prefix_probability: float = 0.5
+    # Share of the prefixes' style words {w} drawn as random letter strings (3-6 letters, never "tok") instead of
+    # PREFIX_WORDS. The tiny tokenizer spells unknown words letter by letter and the text encoders are causal, so
+    # an unseen style word (the demo prompts "... in the style of TOK, {caption}") shifts every caption token's
+    # embedding; a base that saw only 8 style words draws colours and shapes at random behind TOK. Trained
+    # behind random words, it reads past any word there, and TOK is left for the style LoRA to give a meaning.
+    random_style_words: float = 0.5
+    # Where the generic phrase goes: "prefix" ("a 3D icon of {caption}") or "suffix" ("{caption}, a 3D icon").
+    # The text encoders are causal: behind a prefix every caption token's embedding changes, behind a suffix
+    # none does (only the pooled embedding and the phrase's own tokens), so the caption reads the same with or
+    # without the style phrase the demo's LoRA prompts add.
+    affix: str = "suffix"
     prompt_variants: int = 4  # prompts encoded per image (plain or behind a prefix), one drawn per step
     threads: int = 2
     snapshot_every: int = 0  # > 0: also write the EMA pipeline every N steps to OUT-stepN (to inspect a long run)
@@ -98,7 +117,7 @@ class DemoBaseConfig:
     # step pure noise, layout and colour can only come from the prompt, and the v loss weighs those early,
     # high-noise steps ~1 in x0 terms instead of ~SNR (0.005-0.02). The scheduler config saved with the base
     # says so, and every diffusers scheduler and `vlgen train lora` read it from there.
-    zero_terminal_snr: bool = False
+    zero_terminal_snr: bool = True
     # A base written by an earlier run whose fitted VAE (and only that) to take instead of fitting one: the
     # fit is seeded, so this equals refitting with the same seed and vae_steps, minus its ~6 minutes.
     vae_from: str = ""
@@ -171,14 +190,37 @@ def demo_base_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     return pipe
 
 
-def training_prompts(caption: str, rng: random.Random, n: int, prefix_probability: float) -> list[str]:
-    """`n` prompts for one caption: the caption itself first, then each behind a prefix with
-    probability `prefix_probability` (drawn from `rng`)."""
+def _style_word(rng: random.Random, random_share: float) -> str:
+    """A prefix's style word: one of PREFIX_WORDS, or with probability `random_share` 3-6 random letters."""
+    if random_share > 0 and rng.random() < random_share:  # no draw at 0: earlier bases' prompts stay as they were
+        while (w := "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(3, 6)))) == "tok":
+            pass  # TOK is the style LoRA's trigger: the base never sees it
+        return w
+    return rng.choice(PREFIX_WORDS)
+
+
+def _as_suffix(prefix: str) -> str:
+    """ "a 3D icon of" -> "a 3D icon"; "a picture in the style of clay," -> "a picture in the style of clay"."""
+    phrase = prefix.rstrip(",")
+    return phrase[: -len(" of")] if phrase.endswith(" of") else phrase
+
+
+def training_prompts(
+    caption: str,
+    rng: random.Random,
+    n: int,
+    prefix_probability: float,
+    random_style_words: float = 0.0,
+    affix: str = "prefix",
+) -> list[str]:
+    """`n` prompts for one caption: the caption itself first, then each with a generic phrase (PREFIXES) before
+    it (`affix="prefix"`) or after it (`"suffix"`, as `_as_suffix` writes the phrase) with probability
+    `prefix_probability` (drawn from `rng`; style words as `_style_word`)."""
     out = [caption]
     for _ in range(n - 1):
         if rng.random() < prefix_probability:
-            prefix = rng.choice(PREFIXES).format(w=rng.choice(PREFIX_WORDS))
-            out.append(f"{prefix} {caption}")
+            prefix = rng.choice(PREFIXES).format(w=_style_word(rng, random_style_words))
+            out.append(f"{prefix} {caption}" if affix == "prefix" else f"{caption}, {_as_suffix(prefix)}")
         else:
             out.append(caption)
     return out
@@ -209,6 +251,8 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
     if not (data / "metadata.jsonl").is_file():
         raise DataError("no metadata.jsonl: --train-base needs the captioning set (vlgen data synth)", path=str(data))
     records = load_records(data, split="train")
+    if cfg.affix not in ("prefix", "suffix"):
+        raise DataError(f"affix must be 'prefix' or 'suffix', got {cfg.affix!r}")
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise DataError(f"steps and batch_size must be at least 1, got {cfg.steps} and {cfg.batch_size}")
     torch.set_num_threads(cfg.threads)
@@ -259,7 +303,11 @@ def train_demo_base(cfg: DemoBaseConfig, log: Callable[[str], None] = print) -> 
     del pixels
     rng = random.Random(f"vlgen-demo-base:{cfg.seed}")
     k = cfg.prompt_variants
-    prompts = [p for r in records for p in training_prompts(r.captions[0], rng, k, cfg.prefix_probability)]
+    prompts = [
+        p
+        for r in records
+        for p in training_prompts(r.captions[0], rng, k, cfg.prefix_probability, cfg.random_style_words, cfg.affix)
+    ]
     encoders = [pipe.text_encoder, pipe.text_encoder_2]
     train_te = cfg.text_encoder_lr > 0
     token_ids = tokenize([pipe.tokenizer, pipe.tokenizer_2], prompts)  # 2 x (N * k, 77)

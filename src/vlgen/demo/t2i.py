@@ -25,7 +25,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-STYLE_TEMPLATE = "a 3D icon in the style of TOK, {caption}"
+# The style phrase goes after the caption: the base's text encoders are causal, so a caption reads the same
+# with or without it (vlgen.demo.base_model, DemoBaseConfig.affix), and what the LoRA changes is the style.
+STYLE_SUFFIX = ", a 3D icon in the style of TOK"
+STYLE_TEMPLATE = "{caption}" + STYLE_SUFFIX
+
+
+def without_style(prompt: str) -> str:
+    """The caption a style prompt was made from (for labels)."""
+    return prompt[: -len(STYLE_SUFFIX)] if prompt.endswith(STYLE_SUFFIX) else prompt
+
+
 IMAGE_METRICS = ("Gram", "CLIP-T", "CLIP-I", "DINO")
 
 
@@ -133,7 +143,7 @@ def run_t2i(
 
     grid_rows = [[Image.open(gen / n / r["file_name"]) for n in ("floor", "base", "lora")]
                  for r in rows["base"][: cfg.n_grid]]  # fmt: skip
-    labels = [f"seed {r['seed']}: {r['prompt'].split(', ', 1)[-1]}" for r in rows["base"][: cfg.n_grid]]
+    labels = [f"seed {r['seed']}: {without_style(r['prompt'])}" for r in rows["base"][: cfg.n_grid]]
     grid = out / "compare.png"
     image_grid(grid_rows, row_labels=labels, col_labels=["untrained", "base", "base + LoRA"]).save(grid)
 
@@ -169,6 +179,15 @@ def _base_info(base: Path) -> str:
     info = json.loads(f.read_text())
     c, secs, fit = info.get("config", {}), info.get("seconds", {}), info.get("vae_fit", {})
     committed = base.resolve() == DEMO_BASE.resolve()
+    loss = (
+        "the v-prediction loss on a zero-terminal-SNR schedule (Lin et al. 2023: the last step is pure noise, so "
+        "colours and layout must come from the prompt)"
+        if c.get("zero_terminal_snr")
+        else "the DDPM epsilon loss"
+    )
+    if c.get("affix") == "suffix":
+        loss += ", captions also followed by a generic style phrase with random style words (so that "
+        loss += "\u201c..., in the style of TOK\u201d leaves the caption readable)"
     where = "the committed <code>vlgen/demo/base</code>" if committed else f"<code>{escape(str(base))}</code>"
     return (
         f"<p>Base: {where}, a StableDiffusionXLPipeline (the real classes at toy size: 64 px images, 16x16x4 "
@@ -177,7 +196,7 @@ def _base_info(base: Path) -> str:
         f"(vlgen.demo.base_model) on the {info.get('train_images')} training images of this demo's captioning "
         f"set — never on its test split or the style set: the VAE fitted as an autoencoder for "
         f"{c.get('vae_steps')} steps (reconstruction MSE {fit.get('reconstruction_mse_after', 0):.4f}), then the "
-        f"whole UNet for {c.get('steps')} steps of batch {c.get('batch_size')} with the DDPM epsilon loss "
+        f"whole UNet for {c.get('steps')} steps of batch {c.get('batch_size')} with {loss} "
         f"(Min-SNR-{c.get('snr_gamma')}, {c.get('caption_dropout', 0):.0%} of the captions dropped for "
         f"classifier-free guidance, EMA {c.get('ema_decay')}), final loss {info.get('final_loss', 0):.4f}; "
         f"{secs.get('total', 0) / 60:.0f} min on {c.get('threads')} CPU threads. Retrain it with the same command "
@@ -241,7 +260,7 @@ def t2i_sections(out: Path, t2i: dict[str, Any]) -> list[Any]:
     }
     rt_rows = [[k, html.fmt(rt[k].get("shape_colour_accuracy"), 3), rt[k].get("n"), what[k]] for k in what if k in rt]
     examples = [
-        [e["prompt"].split(", ", 1)[-1], e["caption"], lc["caption"]]
+        [without_style(e["prompt"]), e["caption"], lc["caption"]]
         for e, lc in zip(rt.get("base", {}).get("examples", []), rt.get("lora", {}).get("examples", []), strict=False)
     ]
     info = _base_info(Path(t2i.get("base", "")))
