@@ -20,11 +20,10 @@ output and in journals left by a killed run - of any process count - count as do
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,12 +115,41 @@ def collect_inputs(
     return list(dict(items).items())  # de-duplicated, first-seen order
 
 
-def _is_caption_row(raw: bytes) -> str | None:
-    """The file_name of a line `vlgen caption` wrote ({"file_name": str, "caption": str, ...}), else None."""
+def _caption_row(raw: bytes) -> dict | None:
+    """A line `vlgen caption` wrote as its row ({"file_name": str, "caption": str, ...}), else None."""
     row = parse_json_object(raw)
     if row is not None and isinstance(row.get("file_name"), str) and isinstance(row.get("caption"), str):
-        return row["file_name"]
+        return row
     return None
+
+
+def iter_caption_rows(out: Path, journal: bool = False) -> Iterator[dict]:
+    """The caption rows of an existing output (or journal), streamed line by line (each parsed once), read
+    before anything is written to it. What is accepted and refused: see `read_caption_rows`."""
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise DataError("--out is a folder; give a file path such as OUT/captions.jsonl", path=str(out))
+    if not out.is_file():
+        return
+    valid = 0
+    with open(out, "rb") as f:
+        for i, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            row = _caption_row(raw)
+            if row is not None:
+                valid += 1
+                yield row
+                continue
+            if not raw.endswith(b"\n") and (valid or journal):  # the unterminated last line, after valid rows
+                continue
+            raise DataError(
+                'is not a vlgen caption file (this line is not a {"file_name", "caption"} row); the file was '
+                "left untouched: choose another --out, or remove the file to start afresh",
+                path=str(out),
+                line=i,
+            )
 
 
 def read_caption_rows(out: Path, journal: bool = False) -> list[dict]:
@@ -134,34 +162,14 @@ def read_caption_rows(out: Path, journal: bool = False) -> list[dict]:
     Only regular files are read: `/dev/stdout`, pipes and other devices have nothing to resume.
     A journal (`journal=True`) may also be one cut-off line alone: its process was killed in its first write.
     """
-    if not out.exists():
-        return []
-    if out.is_dir():
-        raise DataError("--out is a folder; give a file path such as OUT/captions.jsonl", path=str(out))
-    if not out.is_file():
-        return []
-    rows: list[dict] = []
-    lines = out.read_bytes().split(b"\n")
-    for i, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        if _is_caption_row(raw) is not None:
-            rows.append(json.loads(raw))
-            continue
-        if i == len(lines) and (rows or journal):  # unterminated (no newline after it) and after valid rows
-            continue
-        raise DataError(
-            'is not a vlgen caption file (this line is not a {"file_name", "caption"} row); the file was '
-            "left untouched: choose another --out, or remove the file to start afresh",
-            path=str(out),
-            line=i,
-        )
-    return rows
+    return list(iter_caption_rows(out, journal))
 
 
-def done_file_names(out: Path) -> set[str]:
-    """file_names already captioned in an existing output (see `read_caption_rows` for what is accepted)."""
-    return {row["file_name"] for row in read_caption_rows(out)}
+def done_file_names(out: Path, journal: bool = False) -> set[str]:
+    """file_names already captioned in an existing output (see `read_caption_rows` for what is accepted).
+
+    Streamed, keeping only the names: resuming from a 1M-line output costs its names (~100 MB), not its rows."""
+    return {row["file_name"] for row in iter_caption_rows(out, journal)}
 
 
 def journal_path(out: Path, process_index: int, num_processes: int) -> Path:
@@ -285,7 +293,7 @@ def caption_images(
     done = done_file_names(out) if out else set()
     journals = find_journals(out) if out is not None and (out.is_file() or not out.exists()) else []
     for j in journals:
-        done |= {row["file_name"] for row in read_caption_rows(j, journal=True)}
+        done |= done_file_names(j, journal=True)
     target = journal_path(out, process_index, num_processes) if num_processes > 1 else out
     # The skip list sits beside a regular output file; with a device (/dev/null) it goes to the summary only.
     skip_path = (
@@ -387,9 +395,9 @@ def write_caption_parquet(journal: Path, out: Path, rows_per_group: int = 65536)
         if journal.is_file():
             with open(journal, "rb") as f:
                 for raw in f:
-                    if _is_caption_row(raw) is None:
+                    row = _caption_row(raw)
+                    if row is None:
                         continue
-                    row = json.loads(raw)
                     names.append(row["file_name"])
                     captions.append(row["caption"])
                     n += 1
