@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -205,6 +206,7 @@ def run_one(tool: str, spec: dict, env: dict, script: str | None) -> dict:
     """One run as its own process; step times from its stamps file, peak RSS from os.wait4."""
     # beside the run's output folder, not in it: vlgen refuses an --output-dir that holds other files
     out = Path(spec["out"])
+    shutil.rmtree(out, ignore_errors=True)  # a run left by an earlier invocation (vlgen refuses to mix runs)
     stamps = out.with_name(f"{out.name}-stamps-{tool}.json")
     stamps.parent.mkdir(parents=True, exist_ok=True)
     stamps.unlink(missing_ok=True)
