@@ -65,6 +65,53 @@ def write_images(folder: Path, n: int, seed: int) -> list[Path]:
     return paths
 
 
+def fixed_length_captioner(model, processor, n_tokens: int):
+    """vlgen's BlipCaptioner generating exactly `n_tokens` (min_new_tokens added: caption_images has no generate
+    kwargs). `images` may be the pixel_values vlgen's input workers made (`image_transform`), as in `vlgen caption`."""
+    from vlgen.captioning.blip import BlipCaptioner
+
+    class FixedLengthBlip(BlipCaptioner):
+        def generate(self, images, num_beams=1, max_new_tokens=30, **kw):
+            return super().generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=n_tokens)
+
+    return FixedLengthBlip(model, processor)
+
+
+def caption_methods(captioner, pipe, paths: list[Path], fixed: dict, batch_size: int, *, num_workers=None,
+                    device="cpu", dtype=None) -> dict:  # fmt: skip
+    """B1's three captioning paths, {name: () -> captions}: `vlgen caption`'s (caption_images + the captioner),
+    transformers' pipeline one image per call, plain `model.generate` in batches of 8 (also gpu_check.py's)."""
+    import torch
+    from PIL import Image
+
+    from vlgen.captioning.batch import caption_images
+
+    model, processor = captioner.model, captioner.processor
+    items = [(p.name, p) for p in paths]
+
+    def run_vlgen() -> list[str]:
+        rows: list[dict] = []
+        caption_images(captioner, items, None, batch_size=batch_size, num_beams=1,
+                       max_new_tokens=fixed["max_new_tokens"], echo=rows.append, num_workers=num_workers)  # fmt: skip
+        return [r["caption"] for r in rows]
+
+    def run_pipeline() -> list[str]:
+        out = [pipe(str(p), text="", generate_kwargs=fixed)[0]["generated_text"] for p in paths]
+        return [" ".join(t.split()) for t in out]
+
+    def run_generate() -> list[str]:
+        caps = []
+        with torch.inference_mode():
+            for s in range(0, len(paths), 8):
+                ims = [Image.open(p).convert("RGB") for p in paths[s : s + 8]]
+                pv = processor(images=ims, return_tensors="pt").pixel_values.to(device, dtype or model.dtype)
+                ids = model.generate(pixel_values=pv, **fixed)
+                caps += [" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True)]
+        return caps
+
+    return {"vlgen_caption": run_vlgen, "pipeline": run_pipeline, "generate_batch8": run_generate}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # 32 = vlgen caption's default batch (greedy): fewer images would never fill it, and a real job (a folder)
@@ -84,8 +131,6 @@ def main(argv: list[str] | None = None) -> dict:
     from PIL import Image
     from transformers import pipeline
 
-    from vlgen.captioning.batch import caption_images
-    from vlgen.captioning.blip import BlipCaptioner
     from vlgen.captioning.blip_fast import fast_generation
 
     if args.threads:
@@ -94,40 +139,13 @@ def main(argv: list[str] | None = None) -> dict:
     model, processor = build_b1(args.seed)
     fixed = {"max_new_tokens": MAX_NEW_TOKENS, "min_new_tokens": MAX_NEW_TOKENS, "do_sample": False, "num_beams": 1}
 
-    class FixedLengthBlip(BlipCaptioner):
-        """vlgen's BlipCaptioner, only adding min_new_tokens (caption_images has no generate_kwargs). `images` may be
-        the pixel_values vlgen's input workers made (`image_transform`), as in `vlgen caption`."""
-
-        def generate(self, images, num_beams=1, max_new_tokens=30, **kw):
-            return super().generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=20)
-
-    captioner = FixedLengthBlip(model, processor)
+    captioner = fixed_length_captioner(model, processor, MAX_NEW_TOKENS)
     pipe = pipeline("image-text-to-text", model=model, processor=processor)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_images(Path(tmp), args.images, args.seed)
-        items = [(p.name, p) for p in paths]
         pv_all = processor(images=[Image.open(p).convert("RGB") for p in paths], return_tensors="pt").pixel_values
-
-        def run_vlgen() -> list[str]:
-            rows: list[dict] = []
-            caption_images(captioner, items, None, batch_size=batch_size, num_beams=1, max_new_tokens=20,
-                           echo=rows.append, num_workers=args.num_workers)  # fmt: skip
-            return [r["caption"] for r in rows]
-
-        def run_pipeline() -> list[str]:
-            out = [pipe(str(p), text="", generate_kwargs=fixed)[0]["generated_text"] for p in paths]
-            return [" ".join(t.split()) for t in out]
-
-        def run_generate() -> list[str]:
-            caps = []
-            with torch.inference_mode():
-                for s in range(0, len(paths), 8):
-                    ims = [Image.open(p).convert("RGB") for p in paths[s : s + 8]]
-                    ids = model.generate(pixel_values=processor(images=ims, return_tensors="pt").pixel_values, **fixed)
-                    caps += [" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True)]
-            return caps
 
         def run_encoder(vlgen: bool):
             def f():  # batches of 8; vlgen's fast path (SDPA, in chunks on CPU) as BlipCaptioner.generate runs it
@@ -146,9 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             return 2 * 2048**3 / min(ts) / 1e9
 
         methods = {
-            "vlgen_caption": run_vlgen,
-            "pipeline": run_pipeline,
-            "generate_batch8": run_generate,
+            **caption_methods(captioner, pipe, paths, fixed, batch_size, num_workers=args.num_workers),
             "encoder_eager": run_encoder(False),
             "encoder_vlgen": run_encoder(True),
         }

@@ -105,9 +105,6 @@ def run_b1(args, device: str) -> dict:
     from PIL import Image
     from transformers import pipeline
 
-    from vlgen.captioning.batch import caption_images
-    from vlgen.captioning.blip import BlipCaptioner
-
     dtype = torch.float16 if args.half else torch.float32
     if args.dry_run:
         from vlgen.testing.blip import tiny_blip
@@ -120,40 +117,12 @@ def run_b1(args, device: str) -> dict:
     fixed = {"max_new_tokens": n_tokens, "min_new_tokens": n_tokens, "do_sample": False, "num_beams": 1}
     batch_size = b1._default_batch_size()
 
-    class FixedLengthBlip(BlipCaptioner):
-        """vlgen's BlipCaptioner, only adding min_new_tokens (caption_images has no generate_kwargs)."""
-
-        def generate(self, images, num_beams=1, max_new_tokens=30, **kw):
-            return super().generate(images, num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=n_tokens)
-
-    captioner = FixedLengthBlip(model, processor)
+    captioner = b1.fixed_length_captioner(model, processor, n_tokens)
     pipe = pipeline("image-text-to-text", model=model, processor=processor, device=device)
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = b1.write_images(Path(tmp), args.images, 0)
-        items = [(p.name, p) for p in paths]
-
-        def run_vlgen() -> list[str]:
-            rows: list[dict] = []
-            caption_images(captioner, items, None, batch_size=batch_size, num_beams=1, max_new_tokens=n_tokens,
-                           echo=rows.append)  # fmt: skip
-            return [r["caption"] for r in rows]
-
-        def run_pipeline() -> list[str]:
-            out = [pipe(str(p), text="", generate_kwargs=fixed)[0]["generated_text"] for p in paths]
-            return [" ".join(t.split()) for t in out]
-
-        def run_generate() -> list[str]:
-            caps = []
-            with torch.inference_mode():
-                for s in range(0, len(paths), 8):
-                    ims = [Image.open(p).convert("RGB") for p in paths[s : s + 8]]
-                    pv = processor(images=ims, return_tensors="pt").pixel_values.to(device, dtype)
-                    ids = model.generate(pixel_values=pv, **fixed)
-                    caps += [" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True)]
-            return caps
-
-        methods = {"vlgen_caption": run_vlgen, "pipeline": run_pipeline, "generate_batch8": run_generate}
+        methods = b1.caption_methods(captioner, pipe, paths, fixed, batch_size, device=device, dtype=dtype)
         # warm-up of every path on 2 images (CUDA context, cuBLAS handles, kernel selection, lazy imports)
         warm = [Image.open(p).convert("RGB") for p in paths[:2]]
         captioner.generate(warm, max_new_tokens=n_tokens)
@@ -174,7 +143,7 @@ def run_b1(args, device: str) -> dict:
                 captions.setdefault(name, got)
             print(f"  B1 repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in times.items()) + " s/image",
                   file=sys.stderr, flush=True)  # fmt: skip
-    pipe = captioner = model = None  # freed before B2 (the closures above are done with them)
+    methods = pipe = captioner = model = None  # freed before B2 (the closures held them too)
     if device == "cuda":
         torch.cuda.empty_cache()
     med = {k: statistics.median(v) for k, v in times.items()}

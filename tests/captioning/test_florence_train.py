@@ -21,19 +21,8 @@ from vlgen.data.records import load_records
 from vlgen.data.synth import synth_dataset
 from vlgen.errors import ConfigError
 from vlgen.hub import DEFAULT_MODELS
-from vlgen.testing import build_tiny
 
 FAST = ["--max-length", "24", "--max-new-tokens", "8", "--train-batch-size", "4", "--seed", "0"]
-
-
-@pytest.fixture(scope="module")
-def florence_dir(tmp_path_factory):
-    return build_tiny("florence-2", tmp_path_factory.mktemp("florence-train") / "florence-2")
-
-
-@pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory):
-    return build_tiny("qwen2-vl", tmp_path_factory.mktemp("florence-train") / "qwen2-vl")
 
 
 @pytest.fixture(scope="module")

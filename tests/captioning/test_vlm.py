@@ -25,16 +25,6 @@ SIZES = [(40, 30), (80, 64), (64, 64), (120, 50), (30, 90)]  # Qwen2-VL: 1 to 16
 
 
 @pytest.fixture(scope="module")
-def florence_dir(tmp_path_factory):
-    return build_tiny("florence-2", tmp_path_factory.mktemp("vlm") / "florence-2")
-
-
-@pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory):
-    return build_tiny("qwen2-vl", tmp_path_factory.mktemp("vlm") / "qwen2-vl")
-
-
-@pytest.fixture(scope="module")
 def images():
     rng = np.random.default_rng(0)
     return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in SIZES]
