@@ -42,6 +42,25 @@ def tiny_sdxl_vae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sd15_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """StableDiffusionPipeline directory without safety checker; default output 64x64, vae_scale_factor 8."""
+    return _build(tmp_path_factory, "sd15")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FluxPipeline directory (FLUX.1-dev-like, guidance embeds); call it with height=width=64 and a short
+    max_sequence_length: 8x8 latents of 16 channels -> 4x4 packed tokens of 64."""
+    return _build(tmp_path_factory, "flux")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_schnell_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FluxPipeline directory (FLUX.1-schnell-like: no guidance embeds, static shift 1.0); 64 px as tiny_flux_dir."""
+    return _build(tmp_path_factory, "flux-schnell")
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """CLIPModel + CLIPProcessor (32 px images, 77-token CLIP BPE tokenizer)."""
     return _build(tmp_path_factory, "clip")

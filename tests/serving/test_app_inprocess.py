@@ -119,6 +119,7 @@ class FakeTextToImage:
     """Records what /v1/generate asks of the model; answers a blank image of the asked (or native) size."""
 
     base, lora, default_size = "fake-sdxl", "fake-lora", 64
+    defaults = (30, 5.0)  # (steps, guidance) of the base's family: what a request that leaves them out gets
 
     def __init__(self) -> None:
         self.calls: list = []
@@ -141,12 +142,11 @@ def test_generate_request_defaults_and_limits_come_from_generation_params() -> N
     app = create_app(ServeSettings(max_steps=50, max_side=512), captioner=FakeCaptioner(), t2i=t2i)
     props = app.openapi()["components"]["schemas"]["GenerateRequest"]["properties"]
     assert set(props) == {f.name for f in dataclasses.fields(GenerationParams)} | {"prompt", "response_format"}
-    assert props["num_inference_steps"]["default"] == GenerationParams.num_inference_steps
-    assert props["num_inference_steps"]["maximum"] == 50
-    assert props["guidance_scale"] == {
-        "type": "number", "minimum": 0.0, "maximum": 30.0, "default": GenerationParams.guidance_scale,
-        "title": "Guidance Scale",
-    }  # fmt: skip
+    # None in the schema: "the base family's default", filled in by the server (capped by --max-steps)
+    assert GenerationParams.num_inference_steps is None and GenerationParams.guidance_scale is None
+    assert "default" not in props["num_inference_steps"] and "default" not in props["guidance_scale"]
+    assert props["num_inference_steps"]["anyOf"][0]["maximum"] == 50
+    assert props["guidance_scale"]["anyOf"][0] == {"type": "number", "minimum": 0.0, "maximum": 30.0}
     assert props["width"]["anyOf"][0] == {"type": "integer", "minimum": 64, "maximum": 512, "multipleOf": 8}
 
     async def go(client):
@@ -157,7 +157,11 @@ def test_generate_request_defaults_and_limits_come_from_generation_params() -> N
 
     default, given = asyncio.run(_serve(app, go))
     assert default.status_code == 200 and given.status_code == 200, (default.text, given.text)
-    assert t2i.calls[0] == ("a cat", GenerationParams(seed=default.json()["seed"]))
+    assert t2i.calls[0] == (
+        "a cat",
+        GenerationParams(seed=default.json()["seed"], num_inference_steps=30, guidance_scale=5.0),
+    )
+    assert (default.json()["num_inference_steps"], default.json()["guidance_scale"]) == (30, 5.0)
     expected = GenerationParams(seed=3, num_inference_steps=2, guidance_scale=7.0, lora_scale=0.5, width=128, height=96,
                                 negative_prompt="blur")  # fmt: skip
     assert t2i.calls[1] == ("a dog", expected)

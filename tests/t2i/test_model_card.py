@@ -21,8 +21,9 @@ def _snippet(card: str) -> str:
 def _run_snippet(code: str, workdir, monkeypatch, steps: int | None = None) -> None:
     """Execute the card's code in a fresh namespace; `steps` only shortens the denoising loop (CPU time)."""
     if steps is not None:
-        assert "num_inference_steps=25" in code
-        code = code.replace("num_inference_steps=25", f"num_inference_steps={steps}")
+        # the family's default step count (SDXL: 30)
+        assert "num_inference_steps=30" in code
+        code = code.replace("num_inference_steps=30", f"num_inference_steps={steps}")
     monkeypatch.chdir(workdir)
     exec(compile(code, "<model card>", "exec"), {"__name__": "__card__"})
     assert (workdir / "lora_sample.png").is_file()
@@ -53,7 +54,7 @@ def test_card_quotes_the_prompt_as_a_python_string(trained):
     trainer, *_ = trained
     cfg = dataclasses.replace(trainer.cfg, instance_prompt='a "3D" icon\\of TOK')
     code = _snippet(model_card(cfg, steps=1, vae=None, samples=None, sample_prompt=None, kohya=False, final_loss=None))
-    assert 'pipe("a \\"3D\\" icon\\\\of TOK", num_inference_steps=25)' in code
+    assert 'pipe("a \\"3D\\" icon\\\\of TOK", num_inference_steps=30)' in code
     compile(code, "<model card>", "exec")
 
 

@@ -135,3 +135,24 @@ def test_shipped_recipe_is_the_write_ups_run():
     assert (cfg.learning_rate, cfg.snr_gamma, cfg.lr_scheduler, cfg.lr_warmup_steps) == (1e-4, 5.0, "constant", 0)
     assert (cfg.use_8bit_adam, cfg.max_train_steps, cfg.checkpointing_steps, cfg.seed) == (True, 500, 500, 0)
     assert cfg.mixed_precision == "fp16"
+
+
+@pytest.mark.parametrize(
+    ("recipe", "family"),
+    [("sdxl-lora-3d-icons", "sdxl"), ("sd15-lora-dreambooth", "sd15"), ("flux-lora-dreambooth", "flux")],
+)
+def test_shipped_lora_recipes_pass_their_familys_checks(recipe, family, tmp_path):
+    """Every shipped LoRA recipe names a base of its family and only options that family takes (the family is known
+    from the hub id without any download)."""
+    from vlgen.config import resolve_config
+    from vlgen.t2i.families import family_hint
+    from vlgen.t2i.lora_config import LoraTrainConfig, check_lora_layers
+
+    cfg = resolve_config(
+        LoraTrainConfig, recipe, {"instance_data_dir": str(tmp_path), "output_dir": str(tmp_path / "o")}
+    )
+    fam = family_hint(cfg.pretrained_model_name_or_path)
+    assert fam is not None and fam.name == family
+    fam.check_config(cfg)
+    check_lora_layers(cfg, fam.name)
+    assert cfg.mixed_precision == ("bf16" if family == "flux" else "fp16")

@@ -1,6 +1,8 @@
-"""The published architectures (SDXL base, BLIP-base, ViT-GPT2, Florence-2-base) at real size, random weights.
+"""The published architectures (SDXL base, SD 1.5, FLUX.1-dev, BLIP-base, ViT-GPT2, Florence-2-base) at real size,
+random weights.
 
-SDXL runs on the meta device: shapes flow through the real modules without allocating 10 GB.
+SDXL, SD 1.5 and FLUX.1-dev run on the meta device: shapes flow through the real modules without allocating
+10-70 GB.
 The captioners run on CPU for real: random weights, one image, a few tokens.
 """
 
@@ -9,7 +11,14 @@ import torch
 from PIL import Image
 
 from vlgen.errors import ConfigError
-from vlgen.testing.published import PUBLISHED_MODELS, published_config, published_model, published_sdxl_pipeline
+from vlgen.testing.published import (
+    PUBLISHED_MODELS,
+    published_config,
+    published_flux_pipeline,
+    published_model,
+    published_sd15_pipeline,
+    published_sdxl_pipeline,
+)
 
 
 def test_stored_configs_are_the_published_ones():
@@ -29,6 +38,80 @@ def test_stored_configs_are_the_published_ones():
     assert florence["image_token_id"] == 51289 < florence["text_config"]["vocab_size"] == 51328
     with pytest.raises(ConfigError, match="sdxl-base/unet"):
         published_config("sdxl-turbo")
+
+
+def test_stored_sd15_and_flux_configs_fit_together():
+    unet, te = published_config("sd15/unet"), published_config("sd15/text_encoder")
+    assert unet["cross_attention_dim"] == te["hidden_size"] == 768 and "addition_embed_type" not in unet
+    assert (unet["in_channels"], unet["out_channels"], unet["sample_size"]) == (4, 4, 64)  # 512 px
+    flux, vae = published_config("flux-dev/transformer"), published_config("flux-dev/vae")
+    t5, clip = published_config("flux-dev/text_encoder_2"), published_config("flux-dev/text_encoder")
+    assert flux["in_channels"] == 4 * vae["latent_channels"] == 64  # 16 channels packed 2x2
+    assert flux["joint_attention_dim"] == t5["d_model"] == 4096 and flux["pooled_projection_dim"] == clip["hidden_size"]
+    assert (vae["scaling_factor"], vae["shift_factor"], vae["use_quant_conv"]) == (0.3611, 0.1159, False)
+    assert (t5["d_ff"], t5["num_layers"], t5["num_heads"], t5["d_kv"], t5["vocab_size"]) == (10240, 24, 64, 64, 32128)
+    # Schedulers: the tiny pipelines are built from these two.
+    assert published_model("sd15/scheduler").config.skip_prk_steps is True
+    sched = published_model("flux-dev/scheduler").config
+    assert (sched.shift, sched.use_dynamic_shifting, sched.base_shift, sched.max_shift) == (3.0, True, 0.5, 1.15)
+
+
+@pytest.mark.slow
+def test_sd15_shape_plumbing_on_meta():
+    pipe = published_sd15_pipeline(device="meta")
+    assert sum(p.numel() for p in pipe.unet.parameters()) == pytest.approx(860e6, rel=0.01)  # 859.5M
+    assert pipe.unet.config.cross_attention_dim == 768 and pipe.unet.config.in_channels == 4
+    assert pipe.vae_scale_factor == 8 and pipe.vae.config.scaling_factor == 0.18215  # the class default
+    meta = torch.device("meta")
+    prompt_embeds, negative_embeds = pipe.encode_prompt(
+        "a red circle", device=meta, num_images_per_prompt=1, do_classifier_free_guidance=True
+    )
+    assert prompt_embeds.shape == negative_embeds.shape == (1, 77, 768)  # last hidden states of CLIP ViT-L
+    latents = torch.empty(2, 4, 64, 64, device=meta)  # CFG batch at 512 px
+    with torch.no_grad():
+        noise_pred = pipe.unet(
+            latents, torch.tensor(999, device=meta), encoder_hidden_states=torch.cat([negative_embeds, prompt_embeds])
+        ).sample
+        image = pipe.vae.decode(latents[:1] / pipe.vae.config.scaling_factor).sample
+    assert noise_pred.shape == (2, 4, 64, 64) and noise_pred.device.type == "meta"
+    assert image.shape == (1, 3, 512, 512)
+
+
+@pytest.mark.slow
+def test_flux_dev_shape_plumbing_on_meta():
+    pipe = published_flux_pipeline(device="meta")
+    transformer = pipe.transformer
+    assert sum(p.numel() for p in transformer.parameters()) == pytest.approx(11.9e9, rel=0.01)  # 11.90B
+    assert sum(p.numel() for p in pipe.text_encoder_2.parameters()) == pytest.approx(4.76e9, rel=0.01)  # T5-XXL enc.
+    assert (len(transformer.transformer_blocks), len(transformer.single_transformer_blocks)) == (19, 38)
+    config = transformer.config
+    assert (config.in_channels, config.joint_attention_dim, config.pooled_projection_dim) == (64, 4096, 768)
+    assert config.guidance_embeds is True and pipe.vae_scale_factor == 8
+    meta = torch.device("meta")
+
+    # Prompt -> T5-XXL's last hidden states (512 tokens) as text tokens, CLIP ViT-L's pooled output as a vector.
+    prompt_embeds, pooled, txt_ids = pipe.encode_prompt("a red circle", None, device=meta, max_sequence_length=512)
+    assert prompt_embeds.shape == (1, 512, 4096) and pooled.shape == (1, 768) and txt_ids.shape == (512, 3)
+
+    # 1024 px -> 128x128 latents of 16 channels -> 64x64 packed tokens of 16 x 2 x 2.
+    latents = torch.empty(1, 16, 128, 128, device=meta)
+    packed = pipe._pack_latents(latents, 1, 16, 128, 128)
+    img_ids = pipe._prepare_latent_image_ids(1, 64, 64, meta, torch.float32)
+    assert packed.shape == (1, 4096, 64) and img_ids.shape == (4096, 3)
+    with torch.no_grad():
+        noise_pred = transformer(
+            hidden_states=packed,
+            timestep=torch.full((1,), 1.0, device=meta),
+            guidance=torch.full((1,), 3.5, device=meta),
+            pooled_projections=pooled,
+            encoder_hidden_states=prompt_embeds,
+            txt_ids=txt_ids,
+            img_ids=img_ids,
+        ).sample
+        unpacked = pipe._unpack_latents(noise_pred, 1024, 1024, pipe.vae_scale_factor)
+        image = pipe.vae.decode(unpacked / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor).sample
+    assert noise_pred.shape == (1, 4096, 64) and noise_pred.device.type == "meta"
+    assert unpacked.shape == (1, 16, 128, 128) and image.shape == (1, 3, 1024, 1024)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from vlgen.errors import VlgenError
 from vlgen.testing import MARKER, TINY_BUILDERS, build_tiny, file_digests
 from vlgen.testing._common import write_model_dir
 
-HF_NAMES = ("blip", "vit-gpt2", "sdxl", "sdxl-vae", "clip", "dino")
+HF_NAMES = ("blip", "vit-gpt2", "sdxl", "sdxl-vae", "sd15", "flux", "flux-schnell", "clip", "dino")
 WEIGHT_SUFFIX = ".safetensors"
 
 

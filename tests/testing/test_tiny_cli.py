@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from vlgen.cli import main
 from vlgen.testing import MARKER, TINY_BUILDERS
 
@@ -12,6 +14,21 @@ def test_tiny_blip_writes_a_loadable_directory(tmp_path, capsys):
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", MARKER} <= names
     assert capsys.readouterr().out.strip() == str(out.resolve())
+
+
+@pytest.mark.parametrize(
+    ("name", "pipeline_class", "component"),
+    [("sd15", "StableDiffusionPipeline", "unet"), ("flux", "FluxPipeline", "transformer")],
+)
+def test_tiny_t2i_pipelines_load_with_from_pretrained(name, pipeline_class, component, tmp_path, capsys):
+    import diffusers
+
+    out = tmp_path / name
+    assert main(["tiny", name, str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out.resolve())
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == pipeline_class
+    pipe = getattr(diffusers, pipeline_class).from_pretrained(out)
+    assert getattr(pipe, component) is not None and pipe.vae_scale_factor == 8
 
 
 def test_seed_option(tmp_path):

@@ -1,5 +1,6 @@
 """The deterministic BPE trainer, the shipped vocabularies the tiny tokenizers load, and their regeneration."""
 
+import math
 from collections import Counter
 
 from vlgen.testing.vocab import (
@@ -7,6 +8,10 @@ from vlgen.testing.vocab import (
     CLIP_EOS,
     CLIP_EOW,
     GPT2_EOS,
+    T5_EOS,
+    T5_EXTRA_IDS,
+    T5_PAD,
+    T5_UNK,
     VOCAB_DIR,
     _learn_merges,
     bert_uncased_vocab,
@@ -15,6 +20,7 @@ from vlgen.testing.vocab import (
     caption_corpus,
     clip_bpe,
     stale_vocab_files,
+    t5_unigram,
     train_byte_level_bpe,
     train_clip_bpe,
     write_vocab_files,
@@ -56,6 +62,19 @@ def test_clip_vocab_layout_matches_clip():
     assert vocab["a" + CLIP_EOW] == 256 + vocab["a"]  # bytes, then bytes+</w>
     assert (vocab[CLIP_BOS], vocab[CLIP_EOS]) == (len(vocab) - 2, len(vocab) - 1)
     assert "red" + CLIP_EOW in vocab and "circle" + CLIP_EOW in vocab
+
+
+def test_t5_unigram_layout_matches_t5():
+    pieces = t5_unigram()
+    tokens = [t for t, _ in pieces]
+    assert tokens[:4] == [T5_PAD, T5_EOS, T5_UNK, "\u2581"]  # ids 0-3 as in t5-v1_1's spiece.model
+    assert tokens[-T5_EXTRA_IDS:] == [f"<extra_id_{i}>" for i in reversed(range(T5_EXTRA_IDS))]
+    assert len(set(tokens)) == len(tokens) == 336
+    assert tokens[4] == "\u2581a" and "\u2581circle" in tokens and "A" in tokens  # most frequent word first
+    words = [score for t, score in pieces if t.startswith("\u2581") and len(t) > 1]
+    assert words == sorted(words, reverse=True) and all(s < 0 for s in words)  # log-probabilities, falling
+    assert t5_unigram() == pieces and t5_unigram(list(caption_corpus())) == pieces  # counted, not trained
+    assert t5_unigram(["b b a"])[4:6] == [("\u2581b", math.log(2 / 3)), ("\u2581a", math.log(1 / 3))]
 
 
 def test_bert_vocab_is_the_real_bert_base_uncased():

@@ -80,7 +80,12 @@ def autocaption(
 def generate(
     prompts: list[str] = typer.Argument(None, help="Prompts (or use --prompts-file)."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder: images + metadata.jsonl (and compare.png)."),
-    base: str = typer.Option(_G.base, "--base", "--pretrained-model-name-or-path", help="SDXL base."),
+    base: str = typer.Option(
+        _G.base, "--base", "--pretrained-model-name-or-path", help="Base model: SDXL, SD 1.5 or Flux.1 (hub id or dir)."
+    ),
+    family: str | None = typer.Option(
+        None, "--family", help="sdxl, sd15 or flux (default: read from the base's model_index.json)."
+    ),
     vae: str | None = typer.Option(
         None, "--vae", help="VAE: hub id or directory, e.g. madebyollin/sdxl-vae-fp16-fix (default: the base's own)."
     ),
@@ -89,9 +94,15 @@ def generate(
     compare: bool = typer.Option(False, "--compare", help="Also generate without the LoRA: base/, lora/, compare.png."),
     prompts_file: Path | None = typer.Option(None, "--prompts-file", help="One prompt per line."),
     seed: int = typer.Option(_G.seed, "--seed", help="Seed of the first image (then seed+1, ...)."),
-    num_inference_steps: int = typer.Option(_G.num_inference_steps, "--num-inference-steps", help="Denoising steps."),
-    guidance_scale: float = typer.Option(
-        _G.guidance_scale, "--guidance-scale", help="Classifier-free guidance strength."
+    num_inference_steps: int | None = typer.Option(
+        None,
+        "--num-inference-steps",
+        help="Denoising steps (default: the family's: SDXL 30, SD 1.5 50, Flux-dev 28, schnell 4).",
+    ),
+    guidance_scale: float | None = typer.Option(
+        None,
+        "--guidance-scale",
+        help="Guidance strength (default: the family's: SDXL 5, SD 1.5 7.5, Flux-dev 3.5).",
     ),
     width: int | None = typer.Option(None, "--width", help="Default: the model's native size."),
     height: int | None = typer.Option(None, "--height", help="Default: the model's native size."),
@@ -101,7 +112,7 @@ def generate(
     negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="What the images should not show."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda ... (default: cuda when available)."),
 ) -> None:
-    """Generate SDXL images (optionally with a LoRA) with a metadata.jsonl; --compare for base vs LoRA."""
+    """Generate SDXL, SD 1.5 or Flux.1 images (optionally with a LoRA) and a metadata.jsonl; --compare: base vs LoRA."""
     from vlgen.cli._console import out
     from vlgen.hub import name_model_options
 
@@ -112,7 +123,7 @@ def generate(
     settings = GenerateSettings(
         base=base, vae=vae, lora=lora, lora_scale=lora_scale, seed=seed, num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale, width=width, height=height, num_images_per_prompt=num_images_per_prompt,
-        device=device, negative_prompt=negative_prompt,
+        device=device, negative_prompt=negative_prompt, family=family,
     )  # fmt: skip
     texts = read_prompts(prompts or [], prompts_file)
     check_settings(settings)

@@ -54,16 +54,25 @@ class TextToImage:
         self.base = base
         self.lora = lora
         self.device = device
-        self.default_size = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+        from vlgen.t2i.generate import family_defaults, pipeline_family
+
+        self.family = pipeline_family(pipe)
+        self.default_size = self.family.native_resolution(pipe)
+        # (num_inference_steps, guidance_scale) of a request that leaves them out: the base family's defaults
+        self.defaults = family_defaults(pipe, None, None)
         self._lock = threading.Lock()  # one pipeline call at a time: schedulers and the LoRA scale are state
         self._lora_scale = 1.0 if lora is not None else None  # what the adapter is set to now
         self._should_stop: Callable[[], bool] | None = None  # the running call's, polled by the block hooks
         self.cancel_points = self._install_cancel_hooks()
 
     def _install_cancel_hooks(self) -> int:
-        """A forward pre-hook on every ResNet/transformer block of the UNet and VAE; returns how many."""
+        """A forward pre-hook on every ResNet/transformer block of the denoiser (UNet or Flux transformer) and
+        the VAE; returns how many."""
         from diffusers.models.attention import BasicTransformerBlock
         from diffusers.models.resnet import ResnetBlock2D
+        from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
+
+        blocks = (ResnetBlock2D, BasicTransformerBlock, FluxTransformerBlock, FluxSingleTransformerBlock)
 
         def check(module, args) -> None:
             should_stop = self._should_stop
@@ -71,9 +80,9 @@ class TextToImage:
                 raise GenerationCancelled(f"cancelled before a {type(module).__name__}")
 
         count = 0
-        for component in (self.pipe.unet, self.pipe.vae):
+        for component in (getattr(self.pipe, self.family.denoiser_name), self.pipe.vae):
             for module in component.modules():
-                if isinstance(module, (ResnetBlock2D, BasicTransformerBlock)):
+                if isinstance(module, blocks):
                     module.register_forward_pre_hook(check)
                     count += 1
         return count

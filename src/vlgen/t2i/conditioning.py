@@ -11,37 +11,26 @@ This mirrors `StableDiffusionXLPipeline.encode_prompt`, so training and inferenc
 
 from __future__ import annotations
 
-import gc
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from vlgen.hub import resolve_model
 
+if TYPE_CHECKING:
+    from vlgen.t2i.families.base import Components
+
 NO_VAE = ("", "none", "None")
 
 
-@dataclass
-class SdxlComponents:
-    tokenizer: Any
-    tokenizer_2: Any
-    text_encoder: Any  # CLIPTextModel
-    text_encoder_2: Any  # CLIPTextModelWithProjection
-    vae: Any  # AutoencoderKL
-    unet: Any  # UNet2DConditionModel
-    noise_scheduler: Any  # DDPMScheduler built from the base's scheduler config (training noise)
-    base_path: Path
-    vae_ref: str | None  # the separate VAE used, None for the base's own
+def __getattr__(name: str):
+    # `SdxlComponents` was the SDXL-only form of what every family now loads (families.base.Components).
+    if name == "SdxlComponents":
+        from vlgen.t2i.families.base import Components
 
-    @property
-    def tokenizers(self) -> list:
-        return [self.tokenizer, self.tokenizer_2]
-
-    @property
-    def text_encoders(self) -> list:
-        return [self.text_encoder, self.text_encoder_2]
+        return Components
+    raise AttributeError(name)
 
 
 def resolve_vae(ref: str | None) -> str | None:
@@ -64,47 +53,21 @@ def load_vae(vae_ref: str | None, base_path: Path):
     return AutoencoderKL.from_pretrained(path, subfolder=vae_subfolder(path))
 
 
-def load_components(base: str, vae_ref: str | None) -> SdxlComponents:
-    """The five SDXL parts loaded one by one (the training script needs them separately, fp32 on CPU)."""
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+def load_components(base: str, vae_ref: str | None, family: str | None = None) -> Components:
+    """The parts of a base loaded one by one (the trainer needs them separately, fp32 on CPU), in its
+    family's names; `family` None: read from the base's model_index.json (vlgen.t2i.families)."""
+    from vlgen.t2i.families import family_of_path
 
     path = resolve_model(base, what="base model").path
-    vae_ref = resolve_vae(vae_ref)
-    return SdxlComponents(
-        tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
-        tokenizer_2=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2"),
-        text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder"),
-        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2"),
-        vae=load_vae(vae_ref, path),
-        unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet"),
-        noise_scheduler=DDPMScheduler.from_pretrained(path, subfolder="scheduler"),
-        base_path=path,
-        vae_ref=vae_ref,
-    )
+    return family_of_path(path, family).load_components(path, resolve_vae(vae_ref))
 
 
-def drop_frozen(parts: SdxlComponents, vae: bool, text_encoders: bool) -> None:
-    """Free the VAE / frozen text encoders once their outputs are cached (diffusers' script does too):
-    for SDXL that is 2.8 GB of fp32 weights that training never reads again."""
-    if vae:
-        parts.vae = None
-    if text_encoders:
-        parts.text_encoder = parts.text_encoder_2 = None
-    gc.collect()
+def drop_frozen(parts: Components, vae: bool, text_encoders: bool) -> None:
+    parts.drop_frozen(vae=vae, text_encoders=text_encoders)
 
 
-def restore_frozen(parts: SdxlComponents, device, dtype) -> None:
-    """Reload what `drop_frozen` freed (for validation images), in the precision training used."""
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    if parts.vae is None:
-        vae = load_vae(parts.vae_ref, parts.base_path).to(device)
-        parts.vae = vae if vae.config.force_upcast else vae.to(dtype)
-    if parts.text_encoder is None:
-        parts.text_encoder = CLIPTextModel.from_pretrained(parts.base_path, subfolder="text_encoder").to(device, dtype)
-        te2 = CLIPTextModelWithProjection.from_pretrained(parts.base_path, subfolder="text_encoder_2")
-        parts.text_encoder_2 = te2.to(device, dtype)
+def restore_frozen(parts: Components, device, dtype) -> None:
+    parts.restore_frozen(device, dtype)
 
 
 def tokenize(tokenizers: list, prompts: list[str]) -> list[torch.Tensor]:

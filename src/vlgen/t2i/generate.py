@@ -49,9 +49,11 @@ class GenerationParams:
     """
 
     seed: int = field(default=0, metadata=_request_limits(ge=0, le=2**63 - 1))
-    num_inference_steps: int = field(default=30, metadata=_request_limits(ge=1))
-    guidance_scale: float = field(default=5.0, metadata=_request_limits(ge=0.0, le=30.0))  # SDXL base's default
-    # None: the UNet's native size (1024 for SDXL)
+    # None: the base family's default (vlgen.t2i.families): SDXL 30 steps at guidance 5.0, SD 1.5 50 at 7.5,
+    # FLUX.1-dev 28 at 3.5, FLUX.1-schnell 4 without guidance
+    num_inference_steps: int | None = field(default=None, metadata=_request_limits(ge=1))
+    guidance_scale: float | None = field(default=None, metadata=_request_limits(ge=0.0, le=30.0))
+    # None: the base's native size (1024 for SDXL and Flux, 512 for SD 1.5)
     width: int | None = field(default=None, metadata=_request_limits(ge=64, multiple_of=8))
     height: int | None = field(default=None, metadata=_request_limits(ge=64, multiple_of=8))
     negative_prompt: str | None = field(default=None, metadata=_request_limits(max_length=MAX_PROMPT_CHARS))
@@ -71,6 +73,7 @@ class GenerateSettings(GenerationParams):
     """
 
     base: str = DEFAULT_MODELS["sdxl"]
+    family: str | None = None  # sdxl, sd15, flux; None: read from the base's model_index.json
     vae: str | None = None  # None: the base's own VAE
     lora: str | None = None  # a training output directory or a .safetensors file (diffusers or kohya keys)
     num_images_per_prompt: int = 1
@@ -96,7 +99,7 @@ def check_settings(s: GenerationParams) -> None:
         v = getattr(s, name)
         if v is not None and (v < 8 or v % 8):
             raise ConfigError(f"--{name} must be a positive multiple of 8, got {v}")
-    if s.num_inference_steps < 1:
+    if s.num_inference_steps is not None and s.num_inference_steps < 1:
         raise ConfigError(f"--num-inference-steps must be at least 1, got {s.num_inference_steps}")
     if not isinstance(s, GenerateSettings):
         return
@@ -118,8 +121,10 @@ def lora_file(ref: str | Path) -> tuple[Path, str]:
     raise ConfigError(f"--lora {ref}: no such file, and no directory with {DIFFUSERS_WEIGHT_NAME}")
 
 
-def load_pipeline(base: str, vae: str | None = None, device: str | None = None):
-    """StableDiffusionXLPipeline from a hub id or directory; fp16 on CUDA, fp32 on CPU.
+def load_pipeline(base: str, vae: str | None = None, device: str | None = None, family: str | None = None):
+    """The base's diffusers pipeline (StableDiffusionXLPipeline, StableDiffusionPipeline, FluxPipeline: its
+    family, read from model_index.json unless `family` says) from a hub id or directory; fp16 on CUDA (bf16 for
+    Flux, whose activations overflow fp16), fp32 on CPU.
 
     `vae` None: the base's own VAE; `device` None: cuda when available. The pipeline is diffusers' own: call it
     with diffusers' arguments (`num_inference_steps`, `guidance_scale`, `generator`, ...).
@@ -132,23 +137,46 @@ def load_pipeline(base: str, vae: str | None = None, device: str | None = None):
         pipe = vlgen.load_pipeline("stabilityai/stable-diffusion-xl-base-1.0", vae="madebyollin/sdxl-vae-fp16-fix")
         image = pipe("a red circle", num_inference_steps=20, generator=torch.Generator().manual_seed(0)).images[0]
     """
+    import diffusers
     import torch
-    from diffusers import StableDiffusionXLPipeline
 
     from vlgen.t2i.conditioning import load_vae, resolve_vae
+    from vlgen.t2i.families import family_of_path
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
     path = resolve_model(base, what="base model").path
+    fam = family_of_path(path, family)
+    half = torch.bfloat16 if fam.name == "flux" else torch.float16
+    dtype = half if device.startswith("cuda") else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
     if resolve_vae(vae) is not None:
         kwargs["vae"] = load_vae(resolve_vae(vae), path).to(dtype)
-    pipe = StableDiffusionXLPipeline.from_pretrained(path, **kwargs).to(device)
+    pipe = getattr(diffusers, fam.pipeline_class).from_pretrained(path, **kwargs).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 LORA_ADAPTER = "lora"
+
+
+def pipeline_family(pipe):
+    """The family (vlgen.t2i.families) of a loaded pipeline, from its class."""
+    from vlgen.t2i.families import FAMILIES, PIPELINE_CLASSES
+
+    name = type(pipe).__name__
+    if name not in PIPELINE_CLASSES:
+        raise ConfigError(f"{name}: not a text-to-image pipeline vlgen knows ({', '.join(PIPELINE_CLASSES)})")
+    return FAMILIES[PIPELINE_CLASSES[name]]
+
+
+def family_defaults(pipe, num_inference_steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
+    """(steps, guidance) with None replaced by the pipeline's family default ("family default")."""
+    fam = pipeline_family(pipe)
+    d = fam.generation_defaults(getattr(pipe, fam.denoiser_name).config)
+    return (
+        d.num_inference_steps if num_inference_steps is None else num_inference_steps,
+        d.guidance_scale if guidance_scale is None else guidance_scale,
+    )
 
 
 def apply_lora(pipe, ref: str | Path, scale: float) -> None:
@@ -173,17 +201,19 @@ def generate_image(
     *,
     seed: int,
     negative_prompt: str | None = GenerationParams.negative_prompt,
-    num_inference_steps: int = GenerationParams.num_inference_steps,
-    guidance_scale: float = GenerationParams.guidance_scale,
+    num_inference_steps: int | None = GenerationParams.num_inference_steps,
+    guidance_scale: float | None = GenerationParams.guidance_scale,
     width: int | None = GenerationParams.width,
     height: int | None = GenerationParams.height,
     callback_on_step_end=None,
 ):
     """One PIL image. The noise comes from a CPU generator seeded with `seed`: the same numbers on every
-    device, so one image can be regenerated alone. None sizes: the UNet's native size. The one place that
-    calls the pipeline for `vlgen generate` and the server's /v1/generate, so both give the same image."""
+    device, so one image can be regenerated alone. None sizes: the base's native size; None steps/guidance: its
+    family's defaults. The one place that calls the pipeline for `vlgen generate` and the server's
+    /v1/generate, so both give the same image."""
     import torch
 
+    num_inference_steps, guidance_scale = family_defaults(pipe, num_inference_steps, guidance_scale)
     return pipe(
         prompt,
         negative_prompt=negative_prompt,
@@ -202,8 +232,8 @@ def generate_images(
     *,
     seeds: list[int],
     negative_prompt: str | None = GenerationParams.negative_prompt,
-    num_inference_steps: int = GenerationParams.num_inference_steps,
-    guidance_scale: float = GenerationParams.guidance_scale,
+    num_inference_steps: int | None = GenerationParams.num_inference_steps,
+    guidance_scale: float | None = GenerationParams.guidance_scale,
     width: int | None = GenerationParams.width,
     height: int | None = GenerationParams.height,
 ) -> list:
@@ -217,6 +247,7 @@ def generate_images(
 
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    num_inference_steps, guidance_scale = family_defaults(pipe, num_inference_steps, guidance_scale)
     return pipe(
         list(prompts),
         negative_prompt=negative_prompt,
@@ -234,6 +265,11 @@ def _run(pipe, prompts: list[str], s: GenerateSettings, out_dir: Path, model: st
 
     rows = []
     settings = {k: v for k, v in asdict(s).items() if k not in ("device", "lora")}
+    # the values used, not None ("family default"), so a row regenerates its image on its own
+    settings["num_inference_steps"], settings["guidance_scale"] = family_defaults(
+        pipe, s.num_inference_steps, s.guidance_scale
+    )
+    settings["family"] = pipeline_family(pipe).name
     jobs = [(i, k, p) for i, p in enumerate(prompts) for k in range(s.num_images_per_prompt)]
     for i, k, prompt in track(jobs, f"generating ({model})"):
         seed = s.seed + i * s.num_images_per_prompt + k
@@ -279,7 +315,7 @@ def generate(prompts: list[str], out: str | Path, settings: GenerateSettings, co
     out = Path(out)
     check_output_dir(out, "--out")  # before the pipeline loads
     out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(settings.base, settings.vae, settings.device)
+    pipe = load_pipeline(settings.base, settings.vae, settings.device, settings.family)
     if not compare:
         if settings.lora is not None:
             apply_lora(pipe, settings.lora, settings.lora_scale)
@@ -318,11 +354,12 @@ def text_to_image(
     lora_scale: float = GenerateSettings.lora_scale,
     seed: int = GenerateSettings.seed,
     negative_prompt: str | None = GenerateSettings.negative_prompt,
-    num_inference_steps: int = GenerateSettings.num_inference_steps,
-    guidance_scale: float = GenerateSettings.guidance_scale,
+    num_inference_steps: int | None = GenerateSettings.num_inference_steps,
+    guidance_scale: float | None = GenerateSettings.guidance_scale,
     width: int | None = GenerateSettings.width,
     height: int | None = GenerateSettings.height,
     device: str | None = GenerateSettings.device,
+    family: str | None = GenerateSettings.family,
 ) -> list:
     """One PIL image per prompt, in memory: `vlgen generate` without the files (same defaults, GenerateSettings').
 
@@ -350,10 +387,10 @@ def text_to_image(
     settings = GenerateSettings(
         base=base, vae=vae, lora=None if lora is None else str(lora), lora_scale=lora_scale, seed=seed,
         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, width=width, height=height,
-        device=device, negative_prompt=negative_prompt,
+        device=device, negative_prompt=negative_prompt, family=family,
     )  # fmt: skip
     check_settings(settings)  # before the pipeline loads
-    pipe = load_pipeline(settings.base, settings.vae, settings.device)
+    pipe = load_pipeline(settings.base, settings.vae, settings.device, settings.family)
     if settings.lora is not None:
         apply_lora(pipe, settings.lora, settings.lora_scale)
     images = []

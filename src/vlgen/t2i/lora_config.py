@@ -56,6 +56,8 @@ class LoraTrainConfig:
     """
 
     pretrained_model_name_or_path: str = DEFAULT_MODELS["sdxl"]
+    # sdxl, sd15 or flux (vlgen.t2i.families); None: read from the base's model_index.json
+    family: str | None = None
     # None, "none" or "" -> the base model's own VAE, as diffusers' script and `vlgen generate` (SDXL base's
     # VAE has force_upcast, so it runs in fp32 under fp16 training); the shipped recipe names the fp16-fix VAE.
     pretrained_vae_model_name_or_path: str | None = None
@@ -87,8 +89,15 @@ class LoraTrainConfig:
     lr_warmup_steps: int = 0  # diffusers: 500, ignored by its default "constant"; 0 says what happens
     lr_num_cycles: int = 1
     lr_power: float = 1.0
-    snr_gamma: float | None = None  # Min-SNR weighting (Hang et al. 2023); 5.0 recommended
-    noise_offset: float = 0.0
+    snr_gamma: float | None = None  # Min-SNR weighting (Hang et al. 2023); 5.0 recommended (DDPM bases)
+    noise_offset: float = 0.0  # DDPM bases
+    # Flow matching (Flux), as diffusers' train_dreambooth_lora_flux.py: the timestep density and loss weights
+    weighting_scheme: Literal["none", "sigma_sqrt", "logit_normal", "mode", "cosmap"] = "none"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
+    guidance_scale: float = 3.5  # the guidance input of guidance-distilled FLUX.1 [dev] during training
+    max_sequence_length: int = 512  # T5 tokens of a Flux prompt (schnell was trained with 256)
     use_8bit_adam: bool = False
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -135,16 +144,18 @@ RESUME_PATH_KEYS = frozenset({
 })  # fmt: skip
 
 
-def unet_lora_layers(cfg: LoraTrainConfig) -> tuple[str, ...]:
-    """The UNet module names `--lora-layers` asks for (comma-separated, spaces and duplicates dropped);
-    UNET_TARGET_MODULES when it is not given."""
+def unet_lora_layers(cfg: LoraTrainConfig, default: tuple[str, ...] = UNET_TARGET_MODULES) -> tuple[str, ...]:
+    """The denoiser module names `--lora-layers` asks for (comma-separated, spaces and duplicates dropped);
+    the family's default targets (`default`; the UNet attention projections) when it is not given."""
     if cfg.lora_layers is None:
-        return UNET_TARGET_MODULES
+        return default
     names = [n.strip() for n in cfg.lora_layers.split(",")]
     return tuple(dict.fromkeys(n for n in names if n))
 
 
-_BLOCK_PREFIX = re.compile(r"^(?:.*\.)?(?:resnets|attentions|transformer_blocks|downsamplers|upsamplers)\.\d+\.")
+_BLOCK_PREFIX = re.compile(
+    r"^(?:.*\.)?(?:resnets|attentions|transformer_blocks|single_transformer_blocks|downsamplers|upsamplers)\.\d+\."
+)
 
 
 def _short_name(path: str) -> str:
@@ -153,7 +164,7 @@ def _short_name(path: str) -> str:
     return name.split(".", 1)[1] if name.startswith(("attn1.", "attn2.")) else name
 
 
-def match_lora_layers(unet: Any, names: tuple[str, ...]) -> dict[str, list[str]]:
+def match_lora_layers(unet: Any, names: tuple[str, ...], what: str = "UNet") -> dict[str, list[str]]:
     """{name: the paths of the UNet's Linear/Conv2d modules it matches (path == name or ends with "." + name,
     peft's rule)}. ConfigError naming the first name that matches none, with a list of valid names."""
     import torch
@@ -166,19 +177,20 @@ def match_lora_layers(unet: Any, names: tuple[str, ...]) -> dict[str, list[str]]
         if not paths:
             valid = sorted({_short_name(p) for p in adaptable})
             raise ConfigError(
-                f"--lora-layers: {name!r} matches no Linear or Conv2d module of the UNet; valid names include "
+                f"--lora-layers: {name!r} matches no Linear or Conv2d module of the {what}; valid names include "
                 + ", ".join(valid[:24])
                 + (" ..." if len(valid) > 24 else "")
             )
     return matches
 
 
-def check_lora_layers(cfg: LoraTrainConfig) -> None:
-    """What can be checked without the model: a non-empty list, and names the kohya export round-trips."""
+def check_lora_layers(cfg: LoraTrainConfig, family: str = "sdxl") -> None:
+    """What can be checked without the model: a non-empty list, and names the kohya export round-trips (UNet
+    families; Flux's fused layout is checked on the matched module paths, families/flux.py)."""
     names = unet_lora_layers(cfg)
     if not names:
         raise ConfigError("--lora-layers is empty: give comma-separated module names, e.g. to_k,to_q,to_v,to_out.0")
-    if cfg.export_format == "kohya":
+    if cfg.export_format == "kohya" and family in ("sdxl", "sd15"):
         bad = [n for n in names if n not in KOHYA_UNET_LAYERS]
         if bad:
             raise ConfigError(

@@ -3,10 +3,11 @@
 With LoRA only the UNet's (and optionally the text encoders') adapters learn, so the VAE and - unless
 `--train-text-encoder` - the text encoders give the same output for an image or prompt at every step.
 We compute those once before the first step (`--cache-latents`, `--cache-text-embeddings`):
-- latents: the VAE's posterior *parameters* (mean and log-variance, (1, 8, h, w)) per image and flip,
+- latents: the VAE's posterior *parameters* (mean and log-variance, (1, 2C, h, w)) per image and flip,
   so every step still draws a fresh sample from them, exactly as without the cache (diffusers' script
   draws from `latent_dist` too). The crop is decided once per image (seeded); the flip per step.
-- text: prompt_embeds (77, 2048) and pooled (1280) per distinct prompt.
+- text: the family's conditioning per distinct prompt (SDXL: prompt_embeds (77, 2048) and pooled (1280);
+  Flux: T5 embeddings (512, 4096) and CLIP pooled (768)).
 Cached or not, a batch is bit-identical: the same generator draws the same numbers in the same order.
 """
 
@@ -22,7 +23,7 @@ from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_image, load_records
 from vlgen.data.records import check_inside
 from vlgen.errors import ConfigError, DataError, VlgenError
 from vlgen.t2i.buckets import CropPlan, Size, make_buckets, nearest_bucket, plan_crop, render
-from vlgen.t2i.conditioning import SdxlComponents, encode_prompt, tokenize
+from vlgen.t2i.families.base import Components
 from vlgen.t2i.lora_config import LoraTrainConfig
 
 
@@ -84,7 +85,7 @@ class TrainingData:
     def __init__(
         self,
         cfg: LoraTrainConfig,
-        parts: SdxlComponents,
+        parts: Components,
         instances: list[Example],
         classes: list[Example],
         device: torch.device,
@@ -95,11 +96,11 @@ class TrainingData:
         self.bucket_of = [self.buckets.index(self._bucket(e)) for e in instances]
         self._plans: dict[tuple[int, bool, Size], CropPlan] = {}
         self._latents: dict[tuple[int, bool, Size, bool], torch.Tensor] = {}
-        self._text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._text: dict[str, dict[str, torch.Tensor]] = {}
         # VAE precision: fp32 whenever the VAE asks for it (SDXL base's sets force_upcast: its activations
         # exceed fp16's 65504 and decode to NaN/black); the fp16-fix VAE runs in the training dtype.
-        self.vae_dtype = torch.float32 if parts.vae.config.force_upcast else parts.unet.dtype
-        self.scaling_factor = parts.vae.config.scaling_factor  # 0.13025 for SDXL: unit-variance latents
+        self.vae_dtype = torch.float32 if parts.vae.config.force_upcast else parts.denoiser.dtype
+        self.vae_config = parts.vae.config  # scaling_factor (0.13025 for SDXL) and shift_factor: unit-variance latents
 
     def _bucket(self, e: Example) -> Size:
         return nearest_bucket(e.original_size, self.buckets) if self.cfg.aspect_ratio_buckets else self.buckets[0]
@@ -116,7 +117,7 @@ class TrainingData:
     # -- latents
     @torch.no_grad()
     def _encode(self, idx: int, is_class: bool, bucket: Size, flipped: bool) -> torch.Tensor:
-        """VAE posterior parameters (1, 8, h/8, w/8): mean and log-variance of the 4 latent channels."""
+        """VAE posterior parameters (1, 2C, h/8, w/8): mean and log-variance of the C latent channels."""
         e = (self.classes if is_class else self.instances)[idx]
         pixels = render(load_image(e.path), self.plan(idx, is_class, bucket), flipped)  # (3, H, W)
         vae = self.parts.vae
@@ -153,9 +154,11 @@ class TrainingData:
             with torch.no_grad():
                 for i in range(0, len(prompts), 8):
                     chunk = prompts[i : i + 8]
-                    embeds, pooled = encode_prompt(self.parts.text_encoders, tokenize(self.parts.tokenizers, chunk))
+                    family = self.parts.family
+                    ids = family.tokenize(self.parts.tokenizers, chunk, self.cfg)
+                    cond = family.encode(self.parts.text_encoders, ids)
                     for j, p in enumerate(chunk):
-                        self._text[p] = (embeds[j], pooled[j])
+                        self._text[p] = {k: v[j] for k, v in cond.items()}
 
     @property
     def caches_text(self) -> bool:
@@ -175,7 +178,7 @@ class TrainingData:
         flipped = (torch.rand(n, generator=g) < 0.5).tolist() if self.cfg.random_flip else [False] * n
         latents, time_ids, prompts = [], [], []
         for (idx, is_class), f in zip(items, flipped, strict=True):
-            params = self.latent_params(idx, is_class, bucket, f)  # (1, 8, h, w)
+            params = self.latent_params(idx, is_class, bucket, f)  # (1, 2C, h, w)
             mean, logvar = params.chunk(2, dim=1)
             std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))  # as DiagonalGaussianDistribution
             eps = torch.randn(mean.shape, generator=g).to(mean.device)
@@ -183,12 +186,11 @@ class TrainingData:
             time_ids.append(self.plan(idx, is_class, bucket).time_ids(f))
             prompts.append((self.classes if is_class else self.instances)[idx].prompt)
         out = {
-            "latents": torch.cat(latents) * self.scaling_factor,  # (n, 4, h, w)
+            "latents": self.parts.family.latents_from_vae(torch.cat(latents), self.vae_config),  # (n, C, h, w)
             "time_ids": torch.tensor(time_ids, dtype=torch.float32, device=self.device),  # (n, 6)
         }
         if self.caches_text:
-            out["prompt_embeds"] = torch.stack([self._text[p][0] for p in prompts])  # (n, 77, D1 + D2)
-            out["pooled_prompt_embeds"] = torch.stack([self._text[p][1] for p in prompts])  # (n, P)
-        else:
-            out["input_ids"] = tokenize(self.parts.tokenizers, prompts)  # encoded in the step (maybe with grad)
+            out["cond"] = {k: torch.stack([self._text[p][k] for p in prompts]) for k in self._text[prompts[0]]}
+        else:  # encoded in the step (maybe with grad)
+            out["input_ids"] = self.parts.family.tokenize(self.parts.tokenizers, prompts, self.cfg)
         return out

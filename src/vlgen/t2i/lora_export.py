@@ -1,5 +1,8 @@
 """Writing a trained LoRA: diffusers' format, and kohya's (ComfyUI / A1111 / Forge / InvokeAI).
 
+What differs per base family (the pipeline class whose `save_lora_weights` writes the file, kohya's
+prefixes, Flux's fused projections) comes from the family (vlgen.t2i.families); SDXL is described here.
+
 diffusers' file `pytorch_lora_weights.safetensors` has keys such as
     unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora.down.weight   (r, in)
     text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora.up.weight         (out, r)
@@ -19,14 +22,24 @@ own kohya loader reads this file back (tests/t2i check that it gives the same im
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from vlgen.fileio import atomic_file
 
+if TYPE_CHECKING:
+    from vlgen.t2i.families.base import T2IFamily
+
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 KOHYA_WEIGHT_NAME = "pytorch_lora_weights_kohya.safetensors"
-KOHYA_PREFIX = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+KOHYA_PREFIX = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}  # SDXL's
+
+
+def _family(family: T2IFamily | None) -> T2IFamily:
+    from vlgen.t2i.families import FAMILIES
+
+    return family if family is not None else FAMILIES["sdxl"]
 
 
 def peft_state_dicts(models: dict[str, torch.nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
@@ -36,9 +49,11 @@ def peft_state_dicts(models: dict[str, torch.nn.Module]) -> dict[str, dict[str, 
     return {name: get_peft_model_state_dict(m) for name, m in models.items() if m is not None}
 
 
-def save_diffusers_lora(out_dir: Path, models: dict[str, torch.nn.Module]) -> Path:
-    """`OUT/pytorch_lora_weights.safetensors` in diffusers' format, written beside and renamed into place."""
-    from diffusers import StableDiffusionXLPipeline
+def save_diffusers_lora(
+    out_dir: Path, models: dict[str, torch.nn.Module], family: T2IFamily | None = None, weight_name: str | None = None
+) -> Path:
+    """`OUT/pytorch_lora_weights.safetensors` in diffusers' format (the family's pipeline class writes it),
+    written beside and renamed into place. `models`: {component name: adapted model}."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
     sds = {}
@@ -50,48 +65,57 @@ def save_diffusers_lora(out_dir: Path, models: dict[str, torch.nn.Module]) -> Pa
         # which `load_lora_weights` reads as it is.
         mixed = any(".lora_A." in k or ".lora_B." in k for k in converted)
         sds[name] = sd if mixed else converted
-    path = out_dir / DIFFUSERS_WEIGHT_NAME
+    path = out_dir / (weight_name or DIFFUSERS_WEIGHT_NAME)
     with atomic_file(path) as tmp:  # diffusers writes SAVE_DIRECTORY/WEIGHT_NAME: point both at the temp file
-        StableDiffusionXLPipeline.save_lora_weights(
-            tmp.parent,
-            unet_lora_layers=sds.get("unet"),
-            text_encoder_lora_layers=sds.get("text_encoder"),
-            text_encoder_2_lora_layers=sds.get("text_encoder_2"),
-            weight_name=tmp.name,
-            safe_serialization=True,
-        )
+        _family(family).save_lora_weights(tmp.parent, tmp.name, sds)
     return path
 
 
-def to_kohya(peft_sds: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float]) -> dict[str, torch.Tensor]:
+def to_kohya(
+    peft_sds: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float], family: T2IFamily | None = None
+) -> dict[str, torch.Tensor]:
     """peft state dicts per component -> one kohya-keyed dict (with a 0-d `.alpha` per adapted module)."""
+    return _family(family).to_kohya(peft_sds, alphas)
+
+
+def kohya_plain(peft_sds: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float], prefix_of) -> dict:
+    """One kohya module per peft module: `prefix_of(component)` + the dotted path with "_" (UNet families,
+    text encoders)."""
     out: dict[str, torch.Tensor] = {}
     for component, sd in peft_sds.items():
-        prefix = KOHYA_PREFIX[component]
+        prefix = prefix_of(component)
         for key, w in sd.items():
             module, kind = key.rsplit(".lora_", 1)  # "down_blocks.1...to_q", "A.weight"
             if kind not in ("A.weight", "B.weight"):
                 raise ValueError(f"{component} key {key!r}: only plain LoRA (lora_A/lora_B) exports to kohya")
+            if component.startswith("text_encoder") and module.startswith(("encoder.", "embeddings.")):
+                # transformers 5 flattened CLIPTextModel (no `text_model.`); kohya's names - which ComfyUI and
+                # A1111 map - are the original layout's: lora_te1_text_model_encoder_layers_0_self_attn_q_proj
+                module = "text_model." + module
             name = prefix + module.replace(".", "_")
             out[f"{name}.{'lora_down' if kind == 'A.weight' else 'lora_up'}.weight"] = w.contiguous()
             out[f"{name}.alpha"] = torch.tensor(float(alphas[component]))
     return out
 
 
-def save_kohya_lora(out_dir: Path, models: dict[str, torch.nn.Module], metadata: dict[str, str]) -> Path:
+def save_kohya_lora(
+    out_dir: Path, models: dict[str, torch.nn.Module], metadata: dict[str, str], family: T2IFamily | None = None
+) -> Path:
     """`OUT/pytorch_lora_weights_kohya.safetensors`, with kohya's `ss_*` metadata for A1111's LoRA tab."""
     from safetensors.torch import save_file
 
+    family = _family(family)
     sds = peft_state_dicts(models)
     alphas = {name: _lora_alpha(m) for name, m in models.items() if m is not None}
-    tensors = to_kohya(sds, alphas)
-    rank = next(v.shape[0] for k, v in tensors.items() if k.endswith("lora_down.weight"))
+    tensors = to_kohya(sds, alphas, family)
+    # peft's r, not a lora_down's rows: Flux's fused q/k/v modules hold 3 r of them
+    rank = next(int(m.peft_config["default"].r) for m in models.values() if m is not None)
     meta = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(rank),
         "ss_network_alpha": str(next(iter(alphas.values()))),
-        "ss_base_model_version": "sdxl_base_v1-0",
-        "modelspec.architecture": "stable-diffusion-xl-v1-base/lora",
+        "ss_base_model_version": family.kohya_base_model_version,
+        "modelspec.architecture": family.modelspec_architecture,
         "modelspec.sai_model_spec": "1.0.0",
         **metadata,
     }

@@ -1,7 +1,9 @@
-"""DreamBooth + LoRA for SDXL on diffusers + peft + accelerate (`vlgen train lora`).
+"""DreamBooth + LoRA for SDXL, SD 1.5 and Flux.1 on diffusers + peft + accelerate (`vlgen train lora`).
 
-The method and the option names are those of diffusers' `train_dreambooth_lora_sdxl.py`; the loop is
-our own so that it can resume *exactly* and skip repeated work:
+The method and the option names are those of diffusers' `train_dreambooth_lora_sdxl.py` (and `_flux.py`);
+what differs between bases - parts, conditioning, objective, export - is the base's family module
+(vlgen.t2i.families), read from its model_index.json. The loop is our own so that it can resume *exactly*
+and skip repeated work:
 - data order: epoch e is a permutation seeded by (seed, e), grouped by aspect bucket (buckets.py); the
   position inside the epoch is saved with each checkpoint;
 - every random draw of a step (flips, latent samples, noise, timesteps) comes from a generator seeded by
@@ -15,7 +17,6 @@ Multi-GPU: `accelerate launch -m vlgen train lora ...` (DDP averages the LoRA gr
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -29,11 +30,10 @@ from vlgen.errors import ConfigError
 from vlgen.fileio import check_output_dir
 from vlgen.memory import release_memory
 from vlgen.t2i.buckets import bucketed_batches
-from vlgen.t2i.conditioning import drop_frozen, encode_prompt, load_components, restore_frozen
+from vlgen.t2i.conditioning import drop_frozen, load_components, restore_frozen
 from vlgen.t2i.lora_config import (
     RESUME_MAY_DIFFER,
     RESUME_PATH_KEYS,
-    TEXT_ENCODER_TARGET_MODULES,
     LoraTrainConfig,
     check_lora_layers,
     match_lora_layers,
@@ -46,6 +46,7 @@ from vlgen.t2i.lora_data import (
     class_examples,
     instance_examples,
 )
+from vlgen.t2i.objectives import ddpm_weights
 from vlgen.training.loop import (
     LoopSettings,
     TrainingLoop,
@@ -68,6 +69,7 @@ def check_config(cfg: LoraTrainConfig) -> None:
         raise ConfigError("--output-dir (--out) is required")
     if not cfg.instance_prompt and not cfg.caption_column:
         raise ConfigError("--instance-prompt is required (the trigger phrase, e.g. 'a 3D icon in the style of TOK')")
+    family = _family(cfg)
     if cfg.resolution < 8 or cfg.resolution % 8:
         raise ConfigError(
             f"--resolution must be a positive multiple of 8 (the VAE downsamples by 8), got {cfg.resolution}"
@@ -95,7 +97,9 @@ def check_config(cfg: LoraTrainConfig) -> None:
         raise ConfigError("--with-prior-preservation needs --class-prompt (e.g. 'a 3D icon')")
     if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
         raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on CPU")
-    check_lora_layers(cfg)
+    if family is not None:
+        family.check_config(cfg)
+    check_lora_layers(cfg, family.name if family is not None else "sdxl")
     if cfg.use_8bit_adam:
         # bitsandbytes' AdamW8bit runs on CUDA only: say so before loading anything, naming the way out.
         if cfg.cpu or not torch.cuda.is_available():
@@ -109,6 +113,14 @@ def check_config(cfg: LoraTrainConfig) -> None:
                 "--use-8bit-adam needs bitsandbytes: pip install bitsandbytes, or pass --no-use-8bit-adam"
             ) from None
     check_output_dir(cfg.output_dir, "--output-dir")
+
+
+def _family(cfg: LoraTrainConfig):
+    """The base's family if it is known without loading or downloading anything (--family, a local folder's
+    model_index.json, a known hub id); else None, and setup() checks the family's options once the base is here."""
+    from vlgen.t2i.families import family_hint
+
+    return family_hint(cfg.pretrained_model_name_or_path, cfg.family)
 
 
 def checkpoint_lora_block(module: torch.nn.Module, *args: Any) -> Any:
@@ -132,19 +144,6 @@ def checkpoint_lora_block(module: torch.nn.Module, *args: Any) -> Any:
 def step_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
     """The generator of one micro-batch: depends on where it is in training, not on what ran before."""
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + batch)
-
-
-def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """(B,) per-sample loss weights of Min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via
-    Min-SNR Weighting Strategy", eq. 9): min(SNR(t), gamma) / SNR(t) for epsilon prediction; for
-    v-prediction the target already carries a factor SNR + 1, hence / (SNR(t) + 1)."""
-    from diffusers.training_utils import compute_snr
-
-    snr = compute_snr(noise_scheduler, timesteps)  # alpha_bar / (1 - alpha_bar)
-    clipped = torch.clamp(snr, max=gamma)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        return clipped / (snr + 1)
-    return clipped / snr
 
 
 class _Trainable(torch.nn.Module):
@@ -220,26 +219,36 @@ class LoraTrainer:
 
         cfg, acc = self.cfg, self.acc
         torch.manual_seed(cfg.seed)  # peft's gaussian init of lora_A draws from the global generator
-        self.parts = parts = load_components(cfg.pretrained_model_name_or_path, cfg.pretrained_vae_model_name_or_path)
-        match_lora_layers(parts.unet, unet_lora_layers(cfg))  # --lora-layers: every name must match a module
+        self.parts = parts = load_components(
+            cfg.pretrained_model_name_or_path, cfg.pretrained_vae_model_name_or_path, cfg.family
+        )
+        self.family = family = parts.family
+        family.check_config(cfg)  # again: a hub base's family is known only now
+        check_lora_layers(cfg, family.name)
+        targets = unet_lora_layers(cfg, family.default_lora_targets)
+        # --lora-layers: every name must match a module
+        matched = match_lora_layers(parts.denoiser, targets, what=family.denoiser_label)
+        if cfg.export_format == "kohya" and hasattr(family, "check_kohya_paths"):
+            family.check_kohya_paths(sorted({p for paths in matched.values() for p in paths}))
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
         classes = []
         if cfg.with_prior_preservation:
             from vlgen.t2i.prior import ensure_class_images
 
             class_dir = Path(cfg.class_data_dir or self.out / "class_images")
-            for m in (parts.unet, parts.vae, parts.text_encoder, parts.text_encoder_2):
+            for m in parts.frozen_modules():
                 m.to(acc.device)
             if acc.is_main_process:
                 ensure_class_images(
                     class_dir, cfg.class_prompt or "", cfg.num_class_images, parts,
                     resolution=cfg.resolution, seed=cfg.seed, num_inference_steps=cfg.num_inference_steps,
                     batch_size=cfg.sample_batch_size, device=acc.device, log=self.log,
+                    call_kwargs=family.pipeline_call_kwargs(cfg),
                 )  # fmt: skip
             acc.wait_for_everyone()
             classes = class_examples(class_dir, cfg.class_prompt or "", cfg.num_class_images)
 
-        for m in (parts.unet, parts.vae, parts.text_encoder, parts.text_encoder_2):
+        for m in parts.frozen_modules():
             m.requires_grad_(False)
             # SDXL base's VAE (force_upcast) stays fp32 always: in fp16 its activations overflow to NaN.
             keep_fp32 = m is parts.vae and parts.vae.config.force_upcast
@@ -249,28 +258,29 @@ class LoraTrainer:
         torch.manual_seed(cfg.seed)
         # lora_alpha = rank: scale 1, as diffusers' script; init "gaussian" for lora_A, zeros for lora_B,
         # so the adapted model starts out exactly equal to the base.
-        parts.unet.add_adapter(
-            LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
-                       target_modules=list(unet_lora_layers(cfg)))
-        )  # fmt: skip
+        parts.denoiser.add_adapter(
+            LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian", target_modules=list(targets))
+        )
+        # The text encoders `--train-text-encoder` adapts (SDXL both, SD 1.5 its one, Flux CLIP only: T5 stays frozen)
+        lora_tes = {n: parts.text_encoders[family.text_encoder_names.index(n)] for n in family.lora_text_encoders}
         if cfg.train_text_encoder:
             # peft's own API, not transformers' `add_adapter`: that wrapper gates on a minimum peft version
             # (transformers 5.24 wants peft >= 0.22, not released yet) and does nothing more than this call.
             # Same adapter name ("default") and parameter names, so saving and checkpoints are unchanged.
             te_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
-                                   target_modules=list(TEXT_ENCODER_TARGET_MODULES))  # fmt: skip
-            for te in (parts.text_encoder, parts.text_encoder_2):
+                                   target_modules=list(family.text_encoder_lora_targets))  # fmt: skip
+            for te in lora_tes.values():
                 inject_adapter_in_model(copy.deepcopy(te_config), te, adapter_name="default")
         if cfg.gradient_checkpointing:
             # Several processes (DDP, DeepSpeed) keep diffusers' default: reentrant backward passes run the
             # parameter hooks those wrappers rely on from inside a nested backward.
-            parts.unet.enable_gradient_checkpointing(checkpoint_lora_block if acc.num_processes == 1 else None)
+            parts.denoiser.enable_gradient_checkpointing(checkpoint_lora_block if acc.num_processes == 1 else None)
             if cfg.train_text_encoder:
-                for te in (parts.text_encoder, parts.text_encoder_2):  # transformers 5 renamed the method
+                for te in lora_tes.values():  # transformers 5 renamed the method
                     getattr(te, "activation_checkpointing_enable", te.gradient_checkpointing_enable)()
-        self.trained = {"unet": parts.unet}
+        self.trained = {family.denoiser_name: parts.denoiser}
         if cfg.train_text_encoder:
-            self.trained.update(text_encoder=parts.text_encoder, text_encoder_2=parts.text_encoder_2)
+            self.trained.update(lora_tes)
         named: dict[str, torch.nn.Parameter] = {}
         for comp, model in self.trained.items():
             for n, p in model.named_parameters():
@@ -290,18 +300,20 @@ class LoraTrainer:
             if cfg.gradient_accumulation_steps != 1:
                 raise ConfigError("with DeepSpeed, set gradient accumulation in its config, not with this option")
             acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.train_batch_size
-        self.unet, self.optimizer = acc.prepare(parts.unet, self.optimizer)
+        self.unet, self.optimizer = acc.prepare(parts.denoiser, self.optimizer)  # the denoiser (UNet or transformer)
+        self.text_encoders = list(parts.text_encoders)
         if cfg.train_text_encoder:
-            self.text_encoders = list(acc.prepare(parts.text_encoder, parts.text_encoder_2))
-        else:
-            self.text_encoders = [parts.text_encoder, parts.text_encoder_2]
+            prepared = acc.prepare(*lora_tes.values())
+            prepared = [prepared] if len(lora_tes) == 1 else list(prepared)
+            for name, model in zip(lora_tes, prepared, strict=True):
+                self.text_encoders[family.text_encoder_names.index(name)] = model
 
     def _build_optimizer(self) -> None:
         cfg = self.cfg
-        unet_params = [p for p in self.parts.unet.parameters() if p.requires_grad]
+        unet_params = [p for p in self.parts.denoiser.parameters() if p.requires_grad]
         groups = [{"params": unet_params, "lr": cfg.learning_rate, "weight_decay": cfg.adam_weight_decay}]
         if cfg.train_text_encoder:
-            te = [p for m in (self.parts.text_encoder, self.parts.text_encoder_2) for p in m.parameters()]
+            te = [p for name, m in self.trained.items() if name != self.family.denoiser_name for p in m.parameters()]
             groups.append(
                 {"params": [p for p in te if p.requires_grad], "lr": cfg.text_encoder_lr,
                  "weight_decay": cfg.adam_weight_decay_text_encoder}
@@ -332,47 +344,39 @@ class LoraTrainer:
 
     # ------------------------------------------------------------------------------------------- a step
     def loss(self, ids: list[int], g: torch.Generator) -> torch.Tensor:
-        """The DreamBooth loss of one micro-batch: noise-prediction MSE, Min-SNR weighted, + prior term."""
-        cfg, parts, dev = self.cfg, self.parts, self.acc.device
+        """The DreamBooth loss of one micro-batch: the family's objective (DDPM noise prediction, Min-SNR
+        weighted, or flow matching), + the prior term."""
+        cfg, parts, family = self.cfg, self.parts, self.family
         batch = self.data.batch(ids, g)
-        latents = batch["latents"].to(dev, self.weight_dtype)  # (n, 4, h, w); n = 2B with prior preservation
-        n = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=g).to(dev, latents.dtype)
-        if cfg.noise_offset:  # per-channel offset (Guttenberg 2023): lets the model learn very dark/bright images
-            offset = torch.randn((n, latents.shape[1], 1, 1), generator=g).to(dev, noise.dtype)  # (n, 4, 1, 1)
-            noise = noise + cfg.noise_offset * offset
-        sched = parts.noise_scheduler
-        timesteps = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=g).to(dev)
-        noisy = sched.add_noise(latents, noise, timesteps)
-        if "prompt_embeds" in batch:
-            embeds, pooled = batch["prompt_embeds"], batch["pooled_prompt_embeds"]
+        latents = batch["latents"].to(self.acc.device, self.weight_dtype)  # (n, C, h, w); n = 2B with prior
+        noisy = family.make_noisy(latents, g, cfg, parts.noise_scheduler)
+        if "cond" in batch:
+            cond = batch["cond"]
         else:
-            ctx = contextlib.nullcontext() if cfg.train_text_encoder else torch.no_grad()
-            with ctx:
-                embeds, pooled = encode_prompt(self.text_encoders, batch["input_ids"])
-        time_ids = batch["time_ids"]  # (n, 6)
-        pred = self.unet(
-            noisy,
-            timesteps,
-            embeds.to(self.weight_dtype),
-            added_cond_kwargs={"text_embeds": pooled.to(self.weight_dtype), "time_ids": time_ids.to(self.weight_dtype)},
-            return_dict=False,
-        )[0]  # (n, 4, h, w)
-        if sched.config.prediction_type == "v_prediction":
-            target = sched.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+            with torch.enable_grad() if cfg.train_text_encoder else torch.no_grad():
+                cond = family.encode(self.text_encoders, batch["input_ids"], grad=cfg.train_text_encoder)
+        pred = family.predict(self.unet, noisy, cond, batch, cfg)  # (n, C, h, w)
+        target, weights = noisy.target, noisy.weights
         prior_loss = None
+        n = pred.shape[0]
         if self.data.classes:  # first half instance, second half class (lora_data.batch)
+            n //= 2
             pred, pred_prior = pred.chunk(2)
             target, target_prior = target.chunk(2)
-            timesteps = timesteps.chunk(2)[0]
-            prior_loss = F.mse_loss(pred_prior.float(), target_prior.float())
-        if cfg.snr_gamma is None:
+            if weights is None:
+                prior_loss = F.mse_loss(pred_prior.float(), target_prior.float())
+            else:
+                per = F.mse_loss(pred_prior.float(), target_prior.float(), reduction="none").mean(dim=(1, 2, 3))
+                prior_loss = (per * weights[n:].float()).mean()
+        if family.objective_kind == "ddpm":
+            weights = ddpm_weights(noisy, n, cfg, parts.noise_scheduler)
+        elif weights is not None:
+            weights = weights[:n]
+        if weights is None:
             loss = F.mse_loss(pred.float(), target.float())
         else:
-            per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
-            loss = (per_sample * min_snr_weights(sched, timesteps, cfg.snr_gamma)).mean()
+            per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (n,)
+            loss = (per_sample * weights.float()).mean()
         if prior_loss is not None:
             loss = loss + cfg.prior_loss_weight * prior_loss
         return loss
@@ -434,16 +438,16 @@ class LoraTrainer:
 
     # ------------------------------------------------------------------------------------------- inference
     def pipeline(self):
-        """A StableDiffusionXLPipeline over the trained (adapted) components, for validation and tests."""
-        from vlgen.t2i.prior import sdxl_pipeline
-
+        """The family's pipeline (StableDiffusionXLPipeline, ...) over the trained (adapted) components, for
+        validation and tests."""
         restore_frozen(self.parts, self.acc.device, self.weight_dtype)
-        unet = self.acc.unwrap_model(self.unet)
-        pipe = sdxl_pipeline(self.parts, unet=unet)
-        if self.cfg.train_text_encoder:
-            pipe.text_encoder = self.acc.unwrap_model(self.text_encoders[0])
-            pipe.text_encoder_2 = self.acc.unwrap_model(self.text_encoders[1])
-        return pipe
+        encoders = [
+            self.acc.unwrap_model(m) if self.cfg.train_text_encoder and n in self.trained else p
+            for n, m, p in zip(
+                self.family.text_encoder_names, self.text_encoders, self.parts.text_encoders, strict=True
+            )
+        ]
+        return self.family.pipeline(self.parts, denoiser=self.acc.unwrap_model(self.unet), text_encoders=encoders)
 
     @torch.no_grad()
     def validate(self, name: str, prompt: str | None = None) -> list[Path]:
@@ -453,7 +457,7 @@ class LoraTrainer:
         if not self.acc.is_main_process or not prompt or cfg.num_validation_images < 1:
             return []
         pipe = self.pipeline()
-        models = [pipe.unet, pipe.text_encoder, pipe.text_encoder_2]
+        models = [getattr(pipe, n) for n in (self.family.denoiser_name, *self.family.text_encoder_names)]
         was_training = [m.training for m in models]
         for m in models:
             m.eval()
@@ -464,7 +468,8 @@ class LoraTrainer:
             for i in range(cfg.num_validation_images):
                 g = torch.Generator().manual_seed(cfg.seed + i)
                 image = pipe(prompt, num_inference_steps=cfg.num_inference_steps, generator=g,
-                             height=cfg.resolution, width=cfg.resolution).images[0]  # fmt: skip
+                             height=cfg.resolution, width=cfg.resolution,
+                             **self.family.pipeline_call_kwargs(cfg)).images[0]  # fmt: skip
                 paths.append(out_dir / f"{i}.png")
                 image.save(paths[-1])
         for m, t in zip(models, was_training, strict=True):

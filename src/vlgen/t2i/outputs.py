@@ -30,10 +30,11 @@ def write_outputs(trainer: LoraTrainer, state: dict[str, Any], seconds: float) -
 
     cfg, out = trainer.cfg, trainer.out
     models = {k: trainer.acc.unwrap_model(m) for k, m in trainer.trained.items()}
-    files = [save_diffusers_lora(out, models).name]
+    family = trainer.family
+    files = [save_diffusers_lora(out, models, family).name]
     if cfg.export_format == "kohya":
         meta = {"ss_output_name": out.name, "ss_training_comment": f"trigger: {cfg.instance_prompt}"}
-        files.append(save_kohya_lora(out, models, meta).name)
+        files.append(save_kohya_lora(out, models, meta, family).name)
     write_history(out, state["history"], title="DreamBooth-LoRA training loss")
 
     prompt = cfg.validation_prompt or cfg.instance_prompt
@@ -53,6 +54,8 @@ def write_outputs(trainer: LoraTrainer, state: dict[str, Any], seconds: float) -
         sample_prompt=prompt,
         kohya=cfg.export_format == "kohya",
         final_loss=final_loss,
+        family=family,
+        denoiser_config=trainer.parts.denoiser.config,
     )
     times = trainer.step_times
     summary = {
@@ -64,6 +67,7 @@ def write_outputs(trainer: LoraTrainer, state: dict[str, Any], seconds: float) -
         "caches_s": round(trainer.timings.get("caches_s", 0.0), 3),
         "mean_step_s": round(sum(times) / len(times), 4) if times else None,
         "num_processes": trainer.acc.num_processes,
+        "family": family.name,
     }
     write_json(out / "train_summary.json", summary)
     return summary

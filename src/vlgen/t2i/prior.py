@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vlgen.fileio import atomic_write_bytes
-from vlgen.t2i.conditioning import SdxlComponents
+from vlgen.t2i.families.base import Components
 
 
 def class_image_name(i: int) -> str:
@@ -25,7 +25,7 @@ def ensure_class_images(
     class_dir: Path,
     class_prompt: str,
     n: int,
-    parts: SdxlComponents,
+    parts: Components,
     *,
     resolution: int,
     seed: int,
@@ -33,6 +33,7 @@ def ensure_class_images(
     batch_size: int,
     device: torch.device,
     log=print,
+    call_kwargs: dict | None = None,
 ) -> int:
     """Generate the missing class images `class-00000.png`... in `class_dir`; returns how many were made."""
     import io
@@ -44,6 +45,7 @@ def ensure_class_images(
         return 0
     log(f"generating {len(missing)} class images for '{class_prompt}' in {class_dir}")
     pipe = sdxl_pipeline(parts)
+    call_kwargs = call_kwargs or {}
     from vlgen.progress import track
 
     for start in track(range(0, len(missing), batch_size), "class images"):
@@ -55,6 +57,7 @@ def ensure_class_images(
             width=resolution,
             num_inference_steps=num_inference_steps,
             generator=generators,
+            **call_kwargs,
         ).images
         for i, im in zip(chunk, images, strict=True):
             buf = io.BytesIO()
@@ -63,25 +66,7 @@ def ensure_class_images(
     return len(missing)
 
 
-def sdxl_pipeline(parts: SdxlComponents, unet=None):
-    """A StableDiffusionXLPipeline over already-loaded components (no second copy of any weights).
-
-    Inference uses the base's own scheduler (Euler for SDXL base), not the DDPM one used for training noise.
-    """
-    import diffusers
-    from diffusers import StableDiffusionXLPipeline
-
-    sched_cfg = diffusers.EulerDiscreteScheduler.load_config(parts.base_path, subfolder="scheduler")
-    cls = getattr(diffusers, sched_cfg.get("_class_name", ""), diffusers.EulerDiscreteScheduler)
-    pipe = StableDiffusionXLPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        text_encoder_2=parts.text_encoder_2,
-        tokenizer=parts.tokenizer,
-        tokenizer_2=parts.tokenizer_2,
-        unet=unet if unet is not None else parts.unet,
-        scheduler=cls.from_config(sched_cfg),
-        add_watermarker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def sdxl_pipeline(parts: Components, unet=None):
+    """The base family's pipeline over already-loaded components (no second copy of any weights); the name is
+    from when SDXL was the only family. Inference uses the base's own scheduler, not the training one."""
+    return parts.family.pipeline(parts, denoiser=unet)

@@ -6,9 +6,9 @@ same file layout, same special-token conventions - only the widths are toy-sized
 The way diffusers and transformers test themselves, without any network access.
 
 Same `seed` -> byte-identical files (weights and tokenizer); a different seed -> different weights.
-Builder options go through `build_tiny(name, out, seed, **options)`; so far only `sdxl` has some:
-`fit_vae=DIR` fits its VAE on a folder of images (seeded, so still deterministic) and `vae_steps=N`
-(see vlgen.testing.sdxl.fit_tiny_sdxl_vae).
+Builder options go through `build_tiny(name, out, seed, **options)`: `sdxl` takes
+`fit_vae=DIR`, which fits its VAE on a folder of images (seeded, so still deterministic), and `vae_steps=N`
+(see vlgen.testing.sdxl.fit_tiny_sdxl_vae); `flux` takes `guidance_embeds=False` (the same as `flux-schnell`).
 Importing this package is cheap: torch/transformers/diffusers are imported when a builder runs.
 
     name        what (stand-in for)
@@ -18,6 +18,11 @@ Importing this package is cheap: torch/transformers/diffusers are imported when 
     qwen2-vl    Qwen2VLForConditionalGeneration + processor, chat (Qwen/Qwen2-VL-2B-Instruct)
     sdxl        StableDiffusionXLPipeline                         (stabilityai/stable-diffusion-xl-base-1.0)
     sdxl-vae    AutoencoderKL for `vae=`                          (madebyollin/sdxl-vae-fp16-fix)
+    sd15        StableDiffusionPipeline, no safety checker        (stable-diffusion-v1-5/stable-diffusion-v1-5)
+    flux        FluxPipeline, guidance-distilled; T5 + CLIP       (black-forest-labs/FLUX.1-dev)
+                use at height=width=64 (FluxPipeline's default is 1024 px) with a short max_sequence_length
+    flux-schnell
+                FluxPipeline without guidance embeds, shift 1.0   (black-forest-labs/FLUX.1-schnell)
     clip        CLIPModel + CLIPProcessor                         (openai/clip-vit-large-patch14)
     dino        ViTModel without pooler + ViTImageProcessor       (facebook/dino-vits16)
     cnn-lstm    vlgen's own CNN-LSTM captioner                    (vlgen.captioning.cnn_lstm)
@@ -39,7 +44,9 @@ from vlgen.testing.blip import build_tiny_blip
 from vlgen.testing.clip import build_tiny_clip
 from vlgen.testing.dino import build_tiny_dino
 from vlgen.testing.florence2 import build_tiny_florence2
+from vlgen.testing.flux import build_tiny_flux, build_tiny_flux_schnell
 from vlgen.testing.qwen2_vl import build_tiny_qwen2_vl
+from vlgen.testing.sd15 import build_tiny_sd15
 from vlgen.testing.sdxl import build_tiny_sdxl, build_tiny_sdxl_vae
 from vlgen.testing.vgg import build_vgg19
 from vlgen.testing.vit_gpt2 import build_tiny_vit_gpt2
@@ -67,6 +74,9 @@ TINY_BUILDERS: dict[str, Callable[..., Path]] = {
     "qwen2-vl": build_tiny_qwen2_vl,
     "sdxl": build_tiny_sdxl,
     "sdxl-vae": build_tiny_sdxl_vae,
+    "sd15": build_tiny_sd15,
+    "flux": build_tiny_flux,
+    "flux-schnell": build_tiny_flux_schnell,
     "clip": build_tiny_clip,
     "dino": build_tiny_dino,
     "cnn-lstm": build_tiny_cnn_lstm,
@@ -107,7 +117,10 @@ __all__ = [
     "build_tiny_cnn_lstm",
     "build_tiny_dino",
     "build_tiny_florence2",
+    "build_tiny_flux",
+    "build_tiny_flux_schnell",
     "build_tiny_qwen2_vl",
+    "build_tiny_sd15",
     "build_tiny_sdxl",
     "build_tiny_sdxl_vae",
     "build_tiny_vit_gpt2",

@@ -1,10 +1,13 @@
-"""The published architectures (BLIP-base, ViT-GPT2, Florence-2-base, SDXL base) built from their real config files,
-with random weights - on the meta device (shapes only, no memory) or on CPU.
+"""The published architectures (BLIP-base, ViT-GPT2, Florence-2-base, SDXL base, SD 1.5, FLUX.1-dev) built from
+their real config files, with random weights - on the meta device (shapes only, no memory) or on CPU.
 
 The configs in `configs/` are copies of the hub repos' config.json files (each names its source in
 `_source`). Slow tests use them to check that code written against the tiny models also fits the real
 shapes: SDXL's prompt embeddings are 768 + 1280 = 2048 wide, its pooled embedding (1280) plus 6 time ids
-x 256 make the 2816 inputs of `add_embedding`, and 128x128 latents come back as 128x128 noise.
+x 256 make the 2816 inputs of `add_embedding`, and 128x128 latents come back as 128x128 noise; FLUX.1-dev
+takes 1024 px as 64x64 latents of 16 channels packed 2x2 into 4096 tokens of 64, next to 512 T5 tokens of 4096.
+The SD 1.5 and FLUX.1-dev files were written from the published settings (the hub cannot be reached here);
+their `_source` says so. Their schedulers' configs also feed the tiny pipelines (`vlgen.testing.sd15`, `.flux`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from vlgen.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import StableDiffusionXLPipeline
+    from diffusers import FluxPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -30,6 +33,20 @@ PUBLISHED_MODELS: dict[str, str] = {  # name -> the checkpoint whose config it i
     "sdxl-base/text_encoder": "stabilityai/stable-diffusion-xl-base-1.0",
     "sdxl-base/text_encoder_2": "stabilityai/stable-diffusion-xl-base-1.0",
     "sdxl-base/scheduler": "stabilityai/stable-diffusion-xl-base-1.0",
+    "sd15/unet": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sd15/vae": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sd15/text_encoder": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sd15/scheduler": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "flux-dev/transformer": "black-forest-labs/FLUX.1-dev",
+    "flux-dev/vae": "black-forest-labs/FLUX.1-dev",
+    "flux-dev/text_encoder": "black-forest-labs/FLUX.1-dev",
+    "flux-dev/text_encoder_2": "black-forest-labs/FLUX.1-dev",
+    "flux-dev/scheduler": "black-forest-labs/FLUX.1-dev",
+}
+_SCHEDULERS = {  # published name -> diffusers scheduler class
+    "sdxl-base/scheduler": "EulerDiscreteScheduler",
+    "sd15/scheduler": "PNDMScheduler",
+    "flux-dev/scheduler": "FlowMatchEulerDiscreteScheduler",
 }
 
 
@@ -56,10 +73,10 @@ def published_model(name: str, device: str | torch.device = "meta") -> Any:
     import torch
 
     config = published_config(name)
-    if name == "sdxl-base/scheduler":
-        from diffusers import EulerDiscreteScheduler
+    if name in _SCHEDULERS:
+        import diffusers
 
-        return EulerDiscreteScheduler.from_config(config)
+        return getattr(diffusers, _SCHEDULERS[name]).from_config(config)
     with torch.device(device):
         if name == "blip-base":
             from transformers import BlipConfig, BlipForConditionalGeneration
@@ -85,17 +102,25 @@ def published_model(name: str, device: str | torch.device = "meta") -> Any:
             gen.decoder_start_token_id, gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = 2, 0, 2, 1
             gen.forced_eos_token_id = 2
             return model
-        if name == "sdxl-base/unet":
+        if name in ("sdxl-base/unet", "sd15/unet"):
             from diffusers import UNet2DConditionModel
 
             return UNet2DConditionModel.from_config(config).eval()
-        if name == "sdxl-base/vae":
+        if name in ("sdxl-base/vae", "sd15/vae", "flux-dev/vae"):
             from diffusers import AutoencoderKL
 
             return AutoencoderKL.from_config(config).eval()
+        if name == "flux-dev/transformer":
+            from diffusers import FluxTransformer2DModel
+
+            return FluxTransformer2DModel.from_config(config).eval()
+        if name == "flux-dev/text_encoder_2":
+            from transformers import T5Config, T5EncoderModel
+
+            return T5EncoderModel(T5Config(**_transformers_kwargs(config))).eval()
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-        cls = CLIPTextModel if name == "sdxl-base/text_encoder" else CLIPTextModelWithProjection
+        cls = CLIPTextModelWithProjection if name == "sdxl-base/text_encoder_2" else CLIPTextModel
         return cls(CLIPTextConfig(**_transformers_kwargs(config))).eval()
 
 
@@ -119,6 +144,52 @@ def published_sdxl_pipeline(device: str | torch.device = "meta") -> StableDiffus
         unet=published_model("sdxl-base/unet", device),
         scheduler=published_model("sdxl-base/scheduler"),
         add_watermarker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def published_sd15_pipeline(device: str | torch.device = "meta") -> StableDiffusionPipeline:
+    """SD 1.5's four published components in a `StableDiffusionPipeline` (no safety checker), random weights on
+    `device`; the tokenizer is the tiny CLIP one (see `published_sdxl_pipeline`)."""
+    from diffusers import StableDiffusionPipeline
+
+    from vlgen.testing.clip import clip_tokenizer
+
+    pipe = StableDiffusionPipeline(
+        vae=published_model("sd15/vae", device),
+        text_encoder=published_model("sd15/text_encoder", device),
+        tokenizer=clip_tokenizer(),
+        unet=published_model("sd15/unet", device),
+        scheduler=published_model("sd15/scheduler"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def published_flux_pipeline(device: str | torch.device = "meta") -> FluxPipeline:
+    """FLUX.1-dev's five published components in a `FluxPipeline`, random weights on `device`.
+
+    Both tokenizers are the tiny ones (CLIP BPE from `vlgen.testing.clip`, T5 Unigram from `vlgen.testing.flux`):
+    their ids are valid inputs of the real-size encoders (49,408 and 32,128 embeddings), so every shape after the
+    tokenizers is the real one.
+    """
+    from diffusers import FluxPipeline
+
+    from vlgen.testing.clip import clip_tokenizer
+    from vlgen.testing.flux import t5_tokenizer
+
+    pipe = FluxPipeline(
+        scheduler=published_model("flux-dev/scheduler"),
+        vae=published_model("flux-dev/vae", device),
+        text_encoder=published_model("flux-dev/text_encoder", device),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=published_model("flux-dev/text_encoder_2", device),
+        tokenizer_2=t5_tokenizer(),
+        transformer=published_model("flux-dev/transformer", device),
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

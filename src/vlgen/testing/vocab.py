@@ -17,18 +17,21 @@ promises it. Here every tie is broken by sorting, so the same corpus always give
 vocab/merges. The corpus is small (a few hundred distinct words), so the naive "recount all pairs after
 each merge" algorithm of Sennrich et al. (2016) takes well under a second.
 
-Two flavours, matching what the real checkpoints use:
+Three flavours, matching what the real checkpoints use:
 - GPT-2 byte-level BPE (nlconnect/vit-gpt2-image-captioning): bytes mapped to printable unicode, a
   leading space belongs to the word (`Ġred`), one special token `<|endoftext|>` at the end.
 - CLIP BPE (openai/clip-vit-large-patch14, SDXL's two tokenizers): lower-cased, the last symbol of every
   word carries `</w>`, base vocab = 256 byte symbols + the same with `</w>`, specials
   `<|startoftext|>`, `<|endoftext|>` at the end.
+- T5 SentencePiece Unigram (google/t5-v1_1-xxl, FLUX's `tokenizer_2`): `t5_unigram()`, not shipped but counted
+  from the corpus on each call (word frequencies, sorted; no training, so nothing to drift).
 BERT WordPiece is not trained here: BLIP gets the real bert-base-uncased vocab (see `bert_uncased_vocab`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections import Counter
@@ -182,6 +185,37 @@ def train_clip_bpe(
     vocab[CLIP_BOS] = len(vocab)
     vocab[CLIP_EOS] = len(vocab)
     return vocab, merges
+
+
+T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"  # ids 0, 1, 2 in every T5 vocabulary
+T5_SPACE = "\u2581"  # SentencePiece's word-start marker "▁"
+T5_EXTRA_IDS = 100  # sentinels <extra_id_99> ... <extra_id_0>, the last ids (real T5: 32000-32099)
+_T5_WORD = re.compile(r"[a-z]+|[0-9]+")
+_T5_CHAR_SCORE = -20.0  # far below any word's log-probability: single characters only where no word fits
+
+
+@lru_cache(maxsize=1)
+def _t5_pieces(corpus: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    counts = Counter(T5_SPACE + w for line in corpus for w in _T5_WORD.findall(line.lower()))
+    total = sum(counts.values())
+    pieces = [(T5_PAD, 0.0), (T5_EOS, 0.0), (T5_UNK, 0.0), (T5_SPACE, -2.0)]  # as T5: "▁" is id 3
+    # Words by falling frequency (ties alphabetical), scored by their log-probability as SentencePiece does.
+    pieces += [(w, math.log(c / total)) for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    # Every printable ASCII character, so any ASCII prompt tokenizes without <unk> ("A" -> "▁", "A").
+    pieces += [(chr(i), _T5_CHAR_SCORE) for i in range(ord("!"), ord("~") + 1)]
+    pieces += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(T5_EXTRA_IDS))]
+    return tuple(pieces)
+
+
+def t5_unigram(corpus: Iterable[str] | None = None) -> list[tuple[str, float]]:
+    """T5 style Unigram vocabulary [(piece, log-probability)] in id order: `<pad>` 0, `</s>` 1, `<unk>` 2, "▁" 3,
+    then "▁word" for every word of `corpus` (default: `caption_corpus()`), every printable ASCII character, and
+    the 100 sentinels last, `<extra_id_99>` first, as in google/t5-v1_1's spiece.model (32,100 pieces; here 336).
+
+    Counted, not trained: the same corpus always gives the same list. Lower-case words only: like the real
+    vocabulary (which has no lower-casing normaliser) an upper-case word falls back to smaller pieces.
+    """
+    return list(_t5_pieces(caption_corpus() if corpus is None else tuple(corpus)))
 
 
 def bert_uncased_vocab_file() -> Path:

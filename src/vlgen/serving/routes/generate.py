@@ -70,10 +70,10 @@ def request_model(settings: ServeSettings) -> type[BaseModel]:
         # The rest are `GenerationParams` fields (defaults and limits from there), sent as they are to the pipeline.
         negative_prompt: str | None = _param("negative_prompt")
         seed: int | None = _param("seed", None, description="None: a random seed (sent back as X-Seed)")
-        num_inference_steps: int = _param(
-            "num_inference_steps", min(GenerationParams.num_inference_steps, settings.max_steps), le=settings.max_steps
+        num_inference_steps: int | None = _param(
+            "num_inference_steps", le=settings.max_steps, description="None: the base family's default (capped)"
         )
-        guidance_scale: float = _param("guidance_scale")
+        guidance_scale: float | None = _param("guidance_scale", description="None: the base family's default")
         lora_scale: float | None = _param(
             "lora_scale",
             None,
@@ -121,6 +121,11 @@ def router(state: ServerState) -> APIRouter:
         # None (not sent): the dataclass's default; every body field but prompt and response_format is one of its.
         given = body.model_dump(exclude={"prompt", "response_format"}, exclude_none=True)
         params = GenerationParams(**{**given, "seed": seed})
+        steps, guidance = t2i.defaults
+        if params.num_inference_steps is None:
+            params.num_inference_steps = min(steps, settings.max_steps)
+        if params.guidance_scale is None:
+            params.guidance_scale = guidance
 
         def work(should_stop) -> tuple[bytes, int, int]:
             image = t2i.generate(body.prompt, params, should_stop=should_stop)
@@ -153,8 +158,8 @@ def router(state: ServerState) -> APIRouter:
             "seed": seed,
             "width": width,
             "height": height,
-            "num_inference_steps": body.num_inference_steps,
-            "guidance_scale": body.guidance_scale,
+            "num_inference_steps": params.num_inference_steps,
+            "guidance_scale": params.guidance_scale,
             "lora_scale": lora_scale,
             "data": [{"b64_json": base64.b64encode(png).decode("ascii"), "mime_type": "image/png"}],
             "elapsed_ms": round(1000 * elapsed, 1),

@@ -13,7 +13,6 @@ from vlgen.serving.generation import HOW_TO_ENABLE_T2I
 from vlgen.serving.page import PAGE_HEADERS, render_page
 from vlgen.serving.responses import error_docs
 from vlgen.serving.state import ServerState
-from vlgen.t2i.generate import GenerationParams
 
 
 def router(state: ServerState) -> APIRouter:
@@ -22,8 +21,9 @@ def router(state: ServerState) -> APIRouter:
     page = render_page(
         num_beams=settings.num_beams,
         max_new_tokens=settings.max_new_tokens,
-        steps=min(GenerationParams.num_inference_steps, settings.max_steps),  # as the request model's default
-        guidance_scale=GenerationParams.guidance_scale,
+        # what a request without them gets: the base family's defaults (SDXL's when no base is loaded)
+        steps=min(t2i.defaults[0] if t2i is not None else 30, settings.max_steps),
+        guidance_scale=t2i.defaults[1] if t2i is not None else 5.0,
     )
 
     @api.get("/", include_in_schema=False)
