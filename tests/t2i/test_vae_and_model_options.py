@@ -42,8 +42,10 @@ def test_none_still_means_the_bases_own_vae(tiny_sdxl_dir):
 
 def test_shipped_sdxl_recipes_name_the_fp16_fix_vae():
     from vlgen.config import load_yaml, locate_config, shipped_configs
+    from vlgen.t2i.families import family_hint
 
-    sdxl = [name for name in shipped_configs() if "pretrained_model_name_or_path" in load_yaml(locate_config(name))]
+    bases = {name: load_yaml(locate_config(name)).get("pretrained_model_name_or_path") for name in shipped_configs()}
+    sdxl = [name for name, base in bases.items() if base and getattr(family_hint(base), "name", None) == "sdxl"]
     assert sdxl  # the 3D-icons recipe at least
     for name in sdxl:
         assert load_yaml(locate_config(name)).get("pretrained_vae_model_name_or_path") == DEFAULT_MODELS["sdxl-vae"]

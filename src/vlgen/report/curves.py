@@ -16,15 +16,18 @@ def plot_learning_curves(history: Sequence[dict], path: str | Path, title: str =
     import matplotlib.pyplot as plt
 
     train = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h]
-    val = [h for h in history if "val_loss" in h]
-    metric_keys = [k for k in dict.fromkeys(k for h in val for k in h) if k not in {"step", "epoch", "val_loss"}]
+    # validation rows: a val_loss, or metric columns only (a LoRA run's --validation-metrics on a training row)
+    base = {"step", "epoch", "train_loss", "lr", "val_loss"}
+    val = [h for h in history if "val_loss" in h or any(k not in base for k in h)]
+    metric_keys = [k for k in dict.fromkeys(k for h in val for k in h) if k not in base]
     ncols = 2 if metric_keys else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
     ax = axes[0][0]
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss", alpha=0.8)
-    if val:
-        ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "o-", label="validation loss")
+    val_loss = [(h["step"], h["val_loss"]) for h in val if "val_loss" in h]
+    if val_loss:
+        ax.plot(*zip(*val_loss, strict=True), "o-", label="validation loss")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.set_title(title)

@@ -45,15 +45,16 @@ class CropPlan:
         return [*self.original_size, *self.crops_coords_top_left(flipped), *self.target_size]
 
 
-def bucket_step(resolution: int) -> int:
-    """Side lengths are multiples of this: 64 at 1024 px (kohya's default), never below the VAE's 8."""
-    return max(8, (resolution // 16) // 8 * 8)
+def bucket_step(resolution: int, multiple: int = 8) -> int:
+    """Side lengths are multiples of this: 64 at 1024 px (kohya's default), never below `multiple` - the VAE's 8,
+    or 16 for Flux, which packs 2x2 latents - and always a multiple of it."""
+    return max(multiple, (resolution // 16) // multiple * multiple)
 
 
-def make_buckets(resolution: int, max_aspect: float = 2.0) -> list[Size]:
+def make_buckets(resolution: int, max_aspect: float = 2.0, multiple: int = 8) -> list[Size]:
     """(h, w) sizes with about `resolution**2` pixels (never more), sides multiples of `bucket_step`,
     aspect ratio at most `max_aspect`. Always contains (resolution, resolution)."""
-    step = bucket_step(resolution)
+    step = bucket_step(resolution, multiple)
     area = resolution * resolution
     sizes = {(resolution, resolution)}
     for w in range(step, 2 * resolution + 1, step):

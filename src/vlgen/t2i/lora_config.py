@@ -110,6 +110,10 @@ class LoraTrainConfig:
     # None: the attention projections (UNET_TARGET_MODULES). See the note on KOHYA_UNET_LAYERS above.
     lora_layers: str | None = None
     train_text_encoder: bool = False
+    use_dora: bool = False  # DoRA (Liu et al. 2024, peft's use_dora): weight-decomposed LoRA; diffusers format only
+    caption_dropout_rate: float = 0.0  # train on the empty prompt this often (keeps the base's unconditional output)
+    use_ema: bool = False  # EMA of the LoRA weights: OUT/ holds them, the raw ones go to OUT/raw/
+    ema_decay: float = 0.9999  # diffusers' EMAModel: min(ema_decay, (1 + step) / (10 + step))
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 0
     # Caches (computed once before the first step; see lora_data.py)
@@ -124,6 +128,12 @@ class LoraTrainConfig:
     num_validation_images: int = 4
     validation_steps: int | None = None  # None: validate once, at the end
     num_inference_steps: int = 25  # validation and class images
+    # Validation that measures: "CLIP-T,CLIP-I,DINO" (or a subset; "all") scored at every validation - CLIP-T of
+    # the images against their prompt, CLIP-I and DINO against the instance images, as `vlgen evaluate images`
+    validation_metrics: str | None = None
+    metric_for_best_model: str | None = None  # one of them: the best LoRA is also kept in OUT/best/
+    clip_model: str | None = None  # default: DEFAULT_MODELS["clip"]
+    dino_model: str | None = None  # default: DEFAULT_MODELS["dino"]
     # Outputs
     export_format: Literal["diffusers", "kohya"] = "diffusers"  # kohya: a second, kohya-keyed file too
     cpu: bool = False  # force CPU even when a GPU is present
@@ -137,8 +147,29 @@ class LoraTrainConfig:
 RESUME_MAY_DIFFER = frozenset({
     "resume_from_checkpoint", "overwrite_output_dir", "output_dir", "num_train_epochs", "max_train_steps",
     "checkpointing_steps", "checkpoints_total_limit", "validation_prompt", "num_validation_images",
-    "validation_steps", "num_inference_steps", "sample_batch_size", "export_format", "cpu",
+    "validation_steps", "num_inference_steps", "sample_batch_size", "export_format", "cpu", "validation_metrics",
+    "metric_for_best_model", "clip_model", "dino_model",
 })  # fmt: skip
+VALIDATION_METRICS = ("CLIP-T", "CLIP-I", "DINO")
+
+
+def validation_metric_keys(cfg: LoraTrainConfig) -> tuple[str, ...]:
+    """--validation-metrics as keys ("CLIP-T", ...), () when off; ConfigError for anything else."""
+    if not cfg.validation_metrics:
+        return ()
+    spec = cfg.validation_metrics
+    by_lower = {k.lower(): k for k in VALIDATION_METRICS}
+    items = (
+        list(VALIDATION_METRICS) if spec.strip().lower() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    )
+    bad = [s for s in items if s.lower() not in by_lower]
+    if bad or not items:
+        raise ConfigError(
+            f"--validation-metrics {spec!r}: choose from {', '.join(VALIDATION_METRICS)} (comma-separated) or all"
+        )
+    return tuple(dict.fromkeys(by_lower[s.lower()] for s in items))
+
+
 RESUME_PATH_KEYS = frozenset({
     "instance_data_dir", "pretrained_model_name_or_path", "pretrained_vae_model_name_or_path", "class_data_dir",
 })  # fmt: skip

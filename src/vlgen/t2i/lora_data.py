@@ -92,7 +92,10 @@ class TrainingData:
     ) -> None:
         self.cfg, self.parts, self.device = cfg, parts, device
         self.instances, self.classes = instances, classes
-        self.buckets = make_buckets(cfg.resolution) if cfg.aspect_ratio_buckets else [(cfg.resolution,) * 2]
+        multiple = parts.family.min_resolution_multiple  # Flux: 16 (2x2 latent patches)
+        self.buckets = (
+            make_buckets(cfg.resolution, multiple=multiple) if cfg.aspect_ratio_buckets else [(cfg.resolution,) * 2]
+        )
         self.bucket_of = [self.buckets.index(self._bucket(e)) for e in instances]
         self._plans: dict[tuple[int, bool, Size], CropPlan] = {}
         self._latents: dict[tuple[int, bool, Size, bool], torch.Tensor] = {}
@@ -151,6 +154,8 @@ class TrainingData:
                         self.latent_params(c, True, self.buckets[b], f)
         if self.caches_text:
             prompts = list(dict.fromkeys(e.prompt for e in self.instances + self.classes))
+            if self.cfg.caption_dropout_rate > 0:
+                prompts.append("")  # --caption-dropout-rate trains on the empty prompt
             with torch.no_grad():
                 for i in range(0, len(prompts), 8):
                     chunk = prompts[i : i + 8]
@@ -168,7 +173,8 @@ class TrainingData:
     def batch(self, ids: list[int], g: torch.Generator) -> dict[str, torch.Tensor]:
         """Instance examples `ids` (one bucket), plus their paired class examples with prior preservation.
 
-        Random draws, in this order, from `g` (a per-step generator): flips (B,), then each latent sample.
+        Random draws, in this order, from `g` (a per-step generator): flips (B,), then each latent sample, then
+        (with --caption-dropout-rate) which prompts become "".
         """
         bucket = self.buckets[self.bucket_of[ids[0]]]
         items = [(i, False) for i in ids]
@@ -185,6 +191,9 @@ class TrainingData:
             latents.append(mean + std * eps)
             time_ids.append(self.plan(idx, is_class, bucket).time_ids(f))
             prompts.append((self.classes if is_class else self.instances)[idx].prompt)
+        if self.cfg.caption_dropout_rate > 0:  # drawn last, so runs without it draw exactly as before
+            dropped = (torch.rand(n, generator=g) < self.cfg.caption_dropout_rate).tolist()
+            prompts = ["" if d else p for p, d in zip(prompts, dropped, strict=True)]
         out = {
             "latents": self.parts.family.latents_from_vae(torch.cat(latents), self.vae_config),  # (n, C, h, w)
             "time_ids": torch.tensor(time_ids, dtype=torch.float32, device=self.device),  # (n, 6)

@@ -60,10 +60,10 @@ def save_diffusers_lora(
     for name, sd in peft_state_dicts(models).items():
         converted = convert_state_dict_to_diffusers(sd)
         # diffusers' converter renames the attention projections only (`to_q.lora_A` -> `to_q.lora.down`); with
-        # --lora-layers conv1,... the dict would mix both spellings, and `load_lora_weights` guesses the format
-        # from the first key, so it would drop one half. Such a dict is written in peft's spelling throughout,
-        # which `load_lora_weights` reads as it is.
-        mixed = any(".lora_A." in k or ".lora_B." in k for k in converted)
+        # --lora-layers conv1,... (or DoRA's magnitude vectors) the dict would mix both spellings, and
+        # `load_lora_weights` guesses the format from the first key, so it would drop one half. Such a dict is
+        # written in peft's spelling throughout, which `load_lora_weights` reads as it is.
+        mixed = any(".lora_A." in k or ".lora_B." in k or "lora_magnitude_vector" in k for k in converted)
         sds[name] = sd if mixed else converted
     path = out_dir / (weight_name or DIFFUSERS_WEIGHT_NAME)
     with atomic_file(path) as tmp:  # diffusers writes SAVE_DIRECTORY/WEIGHT_NAME: point both at the temp file

@@ -17,6 +17,7 @@ Multi-GPU: `accelerate launch -m vlgen train lora ...` (DDP averages the LoRA gr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -38,6 +39,7 @@ from vlgen.t2i.lora_config import (
     check_lora_layers,
     match_lora_layers,
     unet_lora_layers,
+    validation_metric_keys,
 )
 from vlgen.t2i.lora_data import (
     FP16_VAE_HINT,
@@ -97,6 +99,24 @@ def check_config(cfg: LoraTrainConfig) -> None:
         raise ConfigError("--with-prior-preservation needs --class-prompt (e.g. 'a 3D icon')")
     if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
         raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on CPU")
+    if cfg.use_dora and cfg.export_format == "kohya":
+        raise ConfigError("--use-dora cannot be exported with --export-format kohya: kohya's LoRA format has no DoRA")
+    if cfg.use_dora and cfg.train_text_encoder:
+        # diffusers 0.42's load_lora_weights reads the denoiser's DoRA magnitudes but not a text encoder's
+        # (transformers' loader expects another key): a file it would half-load is not written.
+        raise ConfigError("--use-dora applies to the UNet/transformer only; drop --train-text-encoder or --use-dora")
+    if not 0.0 <= cfg.caption_dropout_rate < 1.0:
+        raise ConfigError(f"--caption-dropout-rate must be in [0, 1), got {cfg.caption_dropout_rate}")
+    if not 0.0 < cfg.ema_decay < 1.0:
+        raise ConfigError(f"--ema-decay must be in (0, 1), got {cfg.ema_decay}")
+    metrics = validation_metric_keys(cfg)
+    if metrics and cfg.num_validation_images < 1:
+        raise ConfigError("--validation-metrics needs --num-validation-images of at least 1")
+    if cfg.metric_for_best_model is not None and cfg.metric_for_best_model not in metrics:
+        raise ConfigError(
+            f"--metric-for-best-model {cfg.metric_for_best_model}: not among --validation-metrics "
+            f"({', '.join(metrics) or 'none given'})"
+        )
     if family is not None:
         family.check_config(cfg)
     check_lora_layers(cfg, family.name if family is not None else "sdxl")
@@ -155,6 +175,15 @@ class _Trainable(torch.nn.Module):
         self.params = torch.nn.ParameterDict({k.replace(".", "__"): p for k, p in named.items()})
 
 
+class _Shadow(torch.nn.Module):
+    """EMA shadow weights as buffers (not parameters: the optimiser and gradient clipping never see them)."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        super().__init__()
+        for i, t in enumerate(tensors):
+            self.register_buffer(f"p{i}", t)
+
+
 class _LoraTask(TrainingTask):
     """What is particular to DreamBooth-LoRA in the shared loop: bucketed batches, the diffusion loss (every
     random draw of a micro-batch from `step_generator`), step timings and validation images."""
@@ -187,9 +216,11 @@ class _LoraTask(TrainingTask):
         t = self.trainer
         now = time.perf_counter()
         t.step_times.append(now - t._t_step)
-        t._t_step = now
+        if t.ema is not None:
+            t.ema.step(t.trainable.parameters())
         if t.cfg.validation_prompt and t.cfg.validation_steps and step % t.cfg.validation_steps == 0:
-            t.validate(f"step-{step:06d}")
+            row.update(t.validate_and_score(f"step-{step:06d}", state))
+        t._t_step = time.perf_counter()  # validation is not part of the next step
 
 
 class LoraTrainer:
@@ -259,8 +290,9 @@ class LoraTrainer:
         # lora_alpha = rank: scale 1, as diffusers' script; init "gaussian" for lora_A, zeros for lora_B,
         # so the adapted model starts out exactly equal to the base.
         parts.denoiser.add_adapter(
-            LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian", target_modules=list(targets))
-        )
+            LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian", target_modules=list(targets),
+                       use_dora=cfg.use_dora)
+        )  # fmt: skip
         # The text encoders `--train-text-encoder` adapts (SDXL both, SD 1.5 its one, Flux CLIP only: T5 stays frozen)
         lora_tes = {n: parts.text_encoders[family.text_encoder_names.index(n)] for n in family.lora_text_encoders}
         if cfg.train_text_encoder:
@@ -268,7 +300,8 @@ class LoraTrainer:
             # (transformers 5.24 wants peft >= 0.22, not released yet) and does nothing more than this call.
             # Same adapter name ("default") and parameter names, so saving and checkpoints are unchanged.
             te_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
-                                   target_modules=list(family.text_encoder_lora_targets))  # fmt: skip
+                                   target_modules=list(family.text_encoder_lora_targets),
+                                   use_dora=cfg.use_dora)  # fmt: skip
             for te in lora_tes.values():
                 inject_adapter_in_model(copy.deepcopy(te_config), te, adapter_name="default")
         if cfg.gradient_checkpointing:
@@ -288,6 +321,14 @@ class LoraTrainer:
                     p.data = p.data.float()  # adapters train in fp32 even under fp16/bf16 autocast
                     named[f"{comp}.{n}"] = p
         self.trainable = _Trainable(named)
+        self.ema = None
+        if cfg.use_ema:
+            from diffusers.training_utils import EMAModel
+
+            # The shadow weights are buffers of the checkpointed module, so checkpoints save and restore them in
+            # place (EMAModel keeps references to the same tensors); its step count is the global step.
+            self.ema = EMAModel(list(self.trainable.parameters()), decay=cfg.ema_decay)
+            self.trainable.ema = _Shadow(self.ema.shadow_params)
 
         self.data = TrainingData(cfg, parts, self.instances, classes, acc.device)
         t0 = time.perf_counter()
@@ -402,7 +443,7 @@ class LoraTrainer:
             ckpt_root=self.ckpt_root,
             models=[self.unet, *(self.text_encoders if cfg.train_text_encoder else [])],
             checkpoint_module=self.trainable,
-            params=list(self.trainable.parameters()),
+            params=[p for p in self.trainable.parameters() if p.requires_grad],
             optimizer=self.optimizer,
             scheduler=self.lr_scheduler,
             total_steps=self.total_steps,
@@ -410,6 +451,8 @@ class LoraTrainer:
             log=self.log,
         )
         state = loop.resume(loop.new_state(), self.continues_a_run)
+        if self.ema is not None:
+            self.ema.optimization_step = state["global_step"]
         self.timings["setup_s"] = time.perf_counter() - t_start
         self.step_times: list[float] = []
         self._t_step = self.timings["loop_start"] = time.perf_counter()
@@ -448,6 +491,50 @@ class LoraTrainer:
             )
         ]
         return self.family.pipeline(self.parts, denoiser=self.acc.unwrap_model(self.unet), text_encoders=encoders)
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """The EMA weights in the model inside (what users generate with), the raw ones restored after."""
+        if self.ema is None:
+            yield
+            return
+        params = list(self.trainable.parameters())
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
+
+    def validate_and_score(self, name: str, state: dict[str, Any]) -> dict[str, float]:
+        """Validation images (with the EMA weights under --use-ema), their --validation-metrics scores, and the
+        LoRA kept in OUT/best/ when --metric-for-best-model improved. Returns the scores for the history row."""
+        cfg = self.cfg
+        with self.ema_weights():
+            paths = self.validate(name)
+            scores = self.score(paths) if paths else {}
+            key = cfg.metric_for_best_model
+            if key and key in scores and self.acc.is_main_process:
+                best = state.get("best")
+                if best is None or scores[key] > best["value"]:  # CLIP-T, CLIP-I, DINO: higher is better
+                    from vlgen.t2i.outputs import save_lora_files
+
+                    save_lora_files(self, self.out / "best")
+                    state["best"] = {"metric": key, "value": scores[key], "step": state["global_step"]}
+        return scores
+
+    def score(self, paths: list[Path]) -> dict[str, float]:
+        """--validation-metrics of validation images: CLIP-T against the prompt, CLIP-I and DINO against the
+        instance images (vlgen.metrics.image, as `vlgen evaluate images` computes them)."""
+        from vlgen.t2i.validation_metrics import ValidationScorer
+
+        keys = validation_metric_keys(self.cfg)
+        if not keys:
+            return {}
+        if getattr(self, "_scorer", None) is None:
+            self._scorer = ValidationScorer(self.cfg, [e.path for e in self.instances], keys, str(self.acc.device))
+        prompt = self.cfg.validation_prompt or self.cfg.instance_prompt
+        return self._scorer(paths, prompt)
 
     @torch.no_grad()
     def validate(self, name: str, prompt: str | None = None) -> list[Path]:
