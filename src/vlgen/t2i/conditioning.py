@@ -56,9 +56,9 @@ def load_vae(vae_ref: str | None, base_path: Path):
 def load_components(base: str, vae_ref: str | None, family: str | None = None) -> Components:
     """The parts of a base loaded one by one (the trainer needs them separately, fp32 on CPU), in its
     family's names; `family` None: read from the base's model_index.json (vlgen.t2i.families)."""
-    from vlgen.t2i.families import family_of_path
+    from vlgen.t2i.families import family_of_path, resolve_base
 
-    path = resolve_model(base, what="base model").path
+    path = resolve_base(base)
     return family_of_path(path, family).load_components(path, resolve_vae(vae_ref))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from vlgen.errors import ConfigError
 from vlgen.fileio import atomic_write_bytes, check_output_dir, write_jsonl
-from vlgen.hub import DEFAULT_MODELS, resolve_model
+from vlgen.hub import DEFAULT_MODELS
 
 METADATA_NAME = "metadata.jsonl"
 
@@ -141,10 +141,10 @@ def load_pipeline(base: str, vae: str | None = None, device: str | None = None, 
     import torch
 
     from vlgen.t2i.conditioning import load_vae, resolve_vae
-    from vlgen.t2i.families import family_of_path
+    from vlgen.t2i.families import family_of_path, resolve_base
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = resolve_model(base, what="base model").path
+    path = resolve_base(base)  # a folder, hub id or single .safetensors file
     fam = family_of_path(path, family)
     half = torch.bfloat16 if fam.name == "flux" else torch.float16
     dtype = half if device.startswith("cuda") else torch.float32

@@ -35,7 +35,7 @@ KNOWN_HUB_IDS: dict[str, T2IFamily] = {
 
 __all__ = [
     "FAMILIES", "PIPELINE_CLASSES", "Components", "GenerationDefaults", "Prediction", "T2IFamily", "get_family",
-    "family_hint", "family_of", "family_of_path",
+    "family_hint", "family_of", "family_of_path", "resolve_base",
 ]  # fmt: skip
 
 
@@ -66,6 +66,18 @@ def family_of_path(path: Path, family: str | None = None) -> T2IFamily:
     return FAMILIES[PIPELINE_CLASSES[cls]]
 
 
+def resolve_base(base: str) -> Path:
+    """The diffusers folder of a base: a folder or hub id (vlgen.hub), or a single `.safetensors` checkpoint,
+    converted once into a cached folder (families/single_file.py)."""
+    from vlgen.t2i.families.single_file import is_single_file, resolve_single_file
+
+    if is_single_file(base):
+        return resolve_single_file(base)
+    from vlgen.hub import resolve_model
+
+    return resolve_model(base, what="base model").path
+
+
 def family_hint(base: str, family: str | None = None) -> T2IFamily | None:
     """The family if it is known without resolving the base (so without any download): `family`, a local
     folder's model_index.json, or a hub id vlgen ships defaults for; None otherwise (or if that folder has none)."""
@@ -74,6 +86,10 @@ def family_hint(base: str, family: str | None = None) -> T2IFamily | None:
     path = Path(base).expanduser()
     if (path / "model_index.json").is_file():
         return family_of_path(path)
+    from vlgen.t2i.families.single_file import is_single_file, single_file_family
+
+    if is_single_file(path):
+        return single_file_family(path)[0]  # its keys only: no weights read
     known = {f.default_hub_id: f for f in FAMILIES.values()} | KNOWN_HUB_IDS
     return known.get(base)
 
@@ -82,6 +98,4 @@ def family_of(base: str, family: str | None = None) -> T2IFamily:
     """The family of a base given as a hub id or directory (resolved like every model reference)."""
     if family:
         return get_family(family)
-    from vlgen.hub import resolve_model
-
-    return family_of_path(resolve_model(base, what="base model").path)
+    return family_of_path(resolve_base(base))
