@@ -152,3 +152,21 @@ def test_generate_client_that_leaves_stops_its_generation(slow_t2i) -> None:
     assert seconds < 4.0, seconds
     assert len(unet_calls) - before == 1  # the one step of the following request; the abandoned one finished none
     assert health["cancelled"] == 1 and health["completed"] == 1
+
+
+def test_flux_server_model_uses_its_family_defaults_and_stops_inside_the_transformer(tiny_flux_dir: Path) -> None:
+    """`vlgen serve --t2i-base FLUX`: a request without steps/guidance gets FLUX.1-dev's (28, 3.5), the native size
+    is Flux's 1024 px, and the cancel hooks sit on the transformer's double- and single-stream blocks."""
+    t2i = TextToImage.load(str(tiny_flux_dir))
+    assert t2i.family.name == "flux" and t2i.defaults == (28, 3.5) and t2i.default_size == 1024
+    assert t2i.cancel_points >= 1 + 2  # the tiny transformer's 1 double- and 2 single-stream blocks (+ the VAE's)
+    polls = []
+
+    def stop_on_the_third_poll() -> bool:
+        polls.append(1)
+        return len(polls) >= 3  # poll 1: before the pipeline; 2: the first block; 3: the next
+
+    params = GenerationParams(num_inference_steps=2, width=64, height=64)
+    with pytest.raises(GenerationCancelled):
+        t2i.generate("a red cube", params, should_stop=stop_on_the_third_poll)
+    assert t2i.generate("a red cube", params).size == (64, 64)

@@ -187,3 +187,31 @@ def test_two_process_vit_gpt2_trains_through_ddp(synth, tiny_vit_gpt2_dir, tmp_p
     _finish(_torchrun(args))
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["steps"] >= 1
+
+
+def test_two_process_flux_lora_trains_through_ddp_with_ema(icons, tiny_flux_dir, tmp_path):
+    """The flow-matching family on two processes: DDP wraps the Flux transformer (its config read through
+    `.module`), the text-encoder LoRA trains on CLIP only, and the EMA weights go to OUT/ and the raw ones to raw/."""
+    from vlgen.t2i.lora_export import DIFFUSERS_WEIGHT_NAME
+
+    args = [
+        "train",
+        "lora",
+        "--base",
+        tiny_flux_dir,
+        "--data",
+        icons,
+        "--instance-prompt",
+        "a 3D icon in the style of TOK",
+    ]
+    args += ["--caption-column", "text", "--resolution", "64", "--train-batch-size", "1", "--max-train-steps", "4"]
+    args += ["--learning-rate", "1e-2", "--max-sequence-length", "16", "--train-text-encoder", "--use-ema"]
+    args += ["--caption-dropout-rate", "0.2", "--num-validation-images", "0", "--out", tmp_path / "flux"]
+    _finish(_torchrun(args))
+    summary = json.loads((tmp_path / "flux" / "train_summary.json").read_text())
+    assert (summary["num_processes"], summary["steps"], summary["family"]) == (2, 4, "flux")
+    ema, raw = (
+        load_file(str(tmp_path / "flux" / DIFFUSERS_WEIGHT_NAME)),
+        load_file(str(tmp_path / "flux" / "raw" / DIFFUSERS_WEIGHT_NAME)),
+    )
+    assert {k.split(".")[0] for k in ema} == {"transformer", "text_encoder"} and ema.keys() == raw.keys()
