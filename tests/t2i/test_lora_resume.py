@@ -45,3 +45,29 @@ def test_resume_after_sigkill_is_bit_identical(
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "ref" / "history.csv").read_text() == (out / "history.csv").read_text()
     assert len(list_checkpoints(out / "checkpoints")) == 2  # --checkpoints-total-limit
+
+
+def test_flux_resume_after_sigkill_is_bit_identical(
+    icons, tiny_flux_dir, tmp_path, capsys, sigkill_at_first_checkpoint
+):
+    """The flow-matching family resumes exactly too: its timestep density (logit_normal) and noise are drawn from
+    the per-step generator, and the text-encoder LoRA (CLIP) and caption dropout are in the checkpointed state."""
+    common = ["train", "lora", "--base", str(tiny_flux_dir), "--data", str(icons), "--caption-column", "text"]
+    common += ["--instance-prompt", "a 3D icon in the style of TOK", "--resolution", "64", "--train-batch-size", "1"]
+    common += ["--gradient-accumulation-steps", "2", "--max-train-steps", "30", "--learning-rate", "1e-2"]
+    common += ["--weighting-scheme", "logit_normal", "--max-sequence-length", "16", "--train-text-encoder"]
+    common += ["--caption-dropout-rate", "0.3", "--random-flip", "--checkpointing-steps", "3"]
+    common += ["--num-validation-images", "0", "--seed", "5"]
+
+    out = tmp_path / "killed"
+    proc = _run([*common, "--out", str(out)])
+    killed_at = sigkill_at_first_checkpoint(proc, out / "checkpoints", out / DIFFUSERS_WEIGHT_NAME)
+    assert main([*common, "--out", str(tmp_path / "ref")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--out", str(out), "--resume-from-checkpoint", "latest"]) == 0
+    assert f"resumed from {killed_at}" in " ".join(capsys.readouterr().err.split())
+    a = load_file(str(tmp_path / "ref" / DIFFUSERS_WEIGHT_NAME))
+    b = load_file(str(out / DIFFUSERS_WEIGHT_NAME))
+    assert {k.split(".")[0] for k in a} == {"transformer", "text_encoder"} and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "ref" / "history.csv").read_text() == (out / "history.csv").read_text()
