@@ -31,7 +31,7 @@ from vlgen.errors import VlgenError
 
 app = typer.Typer(
     name="vlgen",
-    help="Vision-language generation in both directions: caption, invert prompts, personalise SDXL, evaluate.",
+    help="Vision-language generation in both directions: caption, invert prompts, personalise SDXL/Flux, evaluate.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -33,7 +33,12 @@ CAPTIONER = typer.Option(
 OUT = typer.Option(
     ..., "--out", help="Output folder: images, metadata.jsonl, metrics.json, report.html (rerun resumes)."
 )
-BASE = typer.Option(_G.base, "--base", "--pretrained-model-name-or-path", help="SDXL base: hub id or directory.")
+BASE = typer.Option(
+    _G.base,
+    "--base",
+    "--pretrained-model-name-or-path",
+    help="Base: SDXL, SD 1.5 or Flux.1 (hub id, dir or .safetensors).",
+)
 VAE = typer.Option(None, "--vae", help="Separate VAE (e.g. madebyollin/sdxl-vae-fp16-fix).")
 LORA = typer.Option(None, "--lora", help="LoRA: a `vlgen train lora` output dir or .safetensors.")
 LORA_SCALE = typer.Option(None, "--lora-scale", help=f"LoRA strength {_default('lora_scale')}.", show_default=False)

@@ -20,7 +20,7 @@ HELP = {
     "caption_prompt": "Vision-language caption models: the default prompt (instruction or Florence-2 task token); "
     "requests may send their own in the form field caption_prompt. Default: the model's.",
     "dtype": "Caption model dtype: fp32, bf16 or fp16 (default fp32).",
-    "t2i_base": "SDXL base (hub id or directory) to enable /v1/generate: stabilityai/stable-diffusion-xl-base-1.0.",
+    "t2i_base": "SDXL, SD 1.5 or Flux.1 base (hub id, directory or .safetensors) to enable /v1/generate.",
     "lora": "LoRA for --t2i-base: a `vlgen train lora` output dir or .safetensors (as `vlgen generate`).",
     "vae": "VAE for --t2i-base: hub id or directory (default: the base's own; as `vlgen generate`).",
     "host": "Address to bind; anything but loopback requires --api-key.",
@@ -62,7 +62,7 @@ LOG_LEVEL = inspect.Parameter(
     extra=(LOG_LEVEL,),
 )
 def serve(config_file: Path | None, *, log_level: str, **overrides) -> None:
-    """Serve captioning (and optionally SDXL generation) over HTTP, with a small page at /."""
+    """Serve captioning (and optionally SDXL / SD 1.5 / Flux.1 generation) over HTTP, with a small page at /."""
     from vlgen.config import resolve_config
     from vlgen.hub import name_model_options
 

@@ -111,7 +111,8 @@ def create_app(
     app = FastAPI(
         title="vlgen",
         version=__version__,
-        description="Image captioning and SDXL text-to-image. Errors: `{error: {message, type, param}}`.",
+        description="Image captioning and text-to-image (SDXL, SD 1.5, Flux). "
+        "Errors: `{error: {message, type, param}}`.",
         docs_url=None,  # Swagger UI would load scripts from a CDN; the spec is at /openapi.json
         redoc_url=None,
         lifespan=lifespan,

@@ -1,4 +1,5 @@
-"""Text-to-image for the server: an SDXL pipeline (plus an optional LoRA) loaded once, called per request.
+"""Text-to-image for the server: an SDXL / SD 1.5 / Flux.1 pipeline (plus an optional LoRA) loaded once, called
+per request.
 
 A thin shell over `vlgen.t2i.generate`, the library behind `vlgen generate`: the pipeline is loaded by
 `load_pipeline` (fp16 on CUDA, fp32 on CPU), the LoRA by `apply_lora` (a training output directory or a
@@ -39,7 +40,8 @@ T = TypeVar("T")
 DEFAULT_T2I_BASE = DEFAULT_MODELS["sdxl"]
 HOW_TO_ENABLE_T2I = (
     "text-to-image is not enabled on this server: restart it with "
-    "`vlgen serve --t2i-base stabilityai/stable-diffusion-xl-base-1.0` (or a local SDXL directory), "
+    "`vlgen serve --t2i-base stabilityai/stable-diffusion-xl-base-1.0` (or an SD 1.5 / Flux.1 base, a local "
+    "directory or a .safetensors file), "
     "optionally with `--lora DIR`"
 )
 
