@@ -203,3 +203,24 @@ def test_the_lenient_jsonl_reader_keeps_objects_and_leaves_out_every_other_line(
     assert read_jsonl_objects_lenient(p) == [{"a": 1}, {"a": 2}]
     assert read_jsonl_objects_lenient(p.read_bytes().split(b"\n")) == [{"a": 1}, {"a": 2}]
     assert parse_json_object('{"x": 1}') == {"x": 1} and parse_json_object(b"[]") is None
+
+
+def test_jsonl_appender_defers_fsync_to_sync_but_flushes_every_row(tmp_path, monkeypatch):
+    """Batch writers (vlgen caption) fsync once per batch: rows written with sync=False are readable at once (a
+    killed process loses none) and reach the disk at `sync()`."""
+    import os
+
+    from vlgen.fileio import JsonlAppender
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    path = tmp_path / "out.jsonl"
+    with JsonlAppender(path) as w:
+        for i in range(5):
+            w.write({"i": i}, sync=False)
+        assert path.read_text().count("\n") == 5 and calls == []
+        w.sync()
+        assert len(calls) == 1
+        w.write({"i": 5})  # the default stays durable per row
+        assert len(calls) == 2

@@ -338,10 +338,12 @@ def caption_images(
                     for name, result in zip(good, results, strict=True):
                         row = {"file_name": name, **result}
                         summary.truncated += bool(result.get("truncated"))
-                        writer.write(row) if writer else echo(row)
+                        writer.write(row, sync=False) if writer else echo(row)
                         summary.captioned += 1
                         if writer and summary.captioned == test_kill_after_rows:
                             _kill_mid_write(writer)
+                    if writer:
+                        writer.sync()  # one fsync per batch, not per row
                 if after_batch is not None:
                     after_batch()
                 if bad is not None:
