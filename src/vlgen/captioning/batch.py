@@ -262,8 +262,12 @@ def caption_images(
     barrier: Callable[[], None] | None = None,
     after_batch: Callable[[], None] | None = None,
     test_kill_after_rows: int | None = None,
+    done: set[str] | None = None,
 ) -> CaptionSummary:
     """Caption `items` into `out` (JSONL) or, with out=None, hand each row to `echo`.
+
+    `done`: the file names `out` already holds, when the caller has read them (`done_file_names(out)`), so a
+    resumed run over a large output reads it once.
 
     With `num_processes` > 1 every process calls this with the same `items` and `out`, and `barrier` (e.g.
     accelerate's `PartialState().wait_for_everyone`) must block until all have reached it: this process
@@ -290,7 +294,7 @@ def caption_images(
         raise VlgenError("caption_images: several processes need a barrier (e.g. PartialState().wait_for_everyone)")
     summary = CaptionSummary(out=out)
     # Checks every file before anything is written to it; leftover journals of any process count count too.
-    done = done_file_names(out) if out else set()
+    done = set(done) if done is not None else (done_file_names(out) if out else set())
     journals = find_journals(out) if out is not None and (out.is_file() or not out.exists()) else []
     for j in journals:
         done |= done_file_names(j, journal=True)

@@ -121,9 +121,10 @@ def caption(
             param_hint="--out",
         )
     dev = device or (str(state.device) if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
+    done = None
     if out_file is not None:  # before the model loads: a wrong --out costs nothing
         check_output_file(out_file, "--out")
-        done_file_names(out_file)
+        done = done_file_names(out_file)  # read once: caption_images takes it
     if parquet_out is not None:
         check_output_file(parquet_out, "--out")
     kill_after = os.environ.get("VLGEN_TEST_CAPTION_KILL_AFTER_ROWS")
@@ -145,6 +146,7 @@ def caption(
         echo=_write_row,
         barrier=state.wait_for_everyone,
         test_kill_after_rows=int(kill_after) if kill_after else None,
+        done=done,
     )
     msg = f"captioned {summary.captioned} images"
     if state.num_processes > 1:
