@@ -33,7 +33,7 @@ def test_the_loggers_vlgen_filters_are_the_ones_diffusers_warns_on():
 @pytest.mark.parametrize("logger_name", sorted(verbosity.HARMLESS_WARNINGS))
 def test_harmless_warnings_are_dropped_unless_verbose(logger_name, caplog):
     logger = logging.getLogger(logger_name)
-    harmless = "No LoRA keys associated to CLIPTextModel found with the prefix='text_encoder'. This is safe..."
+    harmless = verbosity.HARMLESS_WARNINGS[logger_name][0] + " ... (the rest of the library's message)"
     with caplog.at_level(logging.WARNING):
         verbosity.set_verbose(False)
         logger.warning(harmless)
@@ -94,3 +94,24 @@ def test_verbose_holds_for_commands_run_in_process_by_a_command(tmp_path, monkey
     assert main(["tiny", "dino", str(tmp_path / "b")]) == 0
     assert seen == [True, False] and not verbosity.is_verbose()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("module_name", "logger_name"),
+    [
+        ("bitsandbytes.backends.cpu.ops", "bitsandbytes.backends.cpu.ops"),
+        ("diffusers.quantizers.torchao.torchao_quantizer", "diffusers.quantizers.torchao.torchao_quantizer"),
+        ("torch.utils._pytree", "torch.utils._pytree"),
+    ],
+)
+def test_the_quant_extras_noise_comes_from_the_loggers_vlgen_filters(module_name, logger_name):
+    """The `quant` extra's import-time warnings are filtered by logger name and message prefix: fail loudly when a
+    library moves or rewords one (the message would print on every command again)."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(module_name)
+    source = inspect.getsource(module)
+    assert getattr(module, "logger", getattr(module, "log", None)).name == logger_name
+    prefix = verbosity.HARMLESS_WARNINGS[logger_name][0]
+    assert (prefix if prefix != "<enum '" else "is an Enum subclass and is now natively supported") in source

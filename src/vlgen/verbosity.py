@@ -28,6 +28,13 @@ HARMLESS_WARNINGS: dict[str, tuple[str, ...]] = {
     # found with the prefix='text_encoder'. This is safe to ignore if ..." (diffusers 0.3x-0.4x).
     "diffusers.loaders.lora_base": ("No LoRA keys associated to ",),
     "diffusers.loaders.peft": ("No LoRA keys associated to ",),
+    # With the `quant` extra installed (torchao, bitsandbytes: `train lora --quantize-base`), importing diffusers or
+    # peft imports both, and every command that loads a model printed 4 lines (torch 2.14, torchao 0.18,
+    # bitsandbytes 0.50, diffusers 0.42): torchao's enums registered with pytree, bitsandbytes' optional CPU
+    # kernel package, and diffusers' check of torchao's tensor classes. None matters to what vlgen runs.
+    "torch.utils._pytree": ("<enum '",),
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
+    "diffusers.quantizers.torchao.torchao_quantizer": ("Unable to import `torchao` Tensor objects",),
 }
 
 _lock = threading.Lock()

@@ -95,8 +95,8 @@ def _main(argv: list[str] | None) -> int:
     except typer.Abort:
         err.print("aborted")
         return 130
-    except VlgenError as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+    except VlgenError as e:  # escaped: a message naming 'vlgen[quant]' or a path with brackets prints as it is
+        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
         return e.exit_code
     except BrokenPipeError:  # `vlgen caption --out - | head`: the reader left; nothing more to say
         with contextlib.suppress(OSError):

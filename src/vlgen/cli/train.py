@@ -13,7 +13,10 @@ import typer
 from vlgen.captioning.train_config import CaptionTrainConfig
 from vlgen.cli._options import with_dataclass_options
 
-app = typer.Typer(help="Train captioners (train caption) and SDXL DreamBooth LoRAs (train lora).", no_args_is_help=True)
+app = typer.Typer(
+    help="Train captioners (train caption) and DreamBooth LoRAs of SDXL, SD 1.5, Flux.1 (train lora).",
+    no_args_is_help=True,
+)
 
 # One line each; `with_dataclass_options` appends "[default: ...]" (fields whose default is None say it here).
 HELP = {
@@ -96,7 +99,7 @@ def caption(config_file: Path | None, **overrides) -> None:
 
 
 LORA_HELP = {
-    "pretrained_model_name_or_path": "SDXL base: hub id or directory.",
+    "pretrained_model_name_or_path": "base: SDXL, SD 1.5 or Flux.1 (hub id, directory or single .safetensors).",
     "pretrained_vae_model_name_or_path": "VAE: hub id or directory (default: the base's own VAE; also 'none').",
     "instance_data_dir": "folder of training images, optionally with metadata.jsonl; required.",
     "output_dir": "LoRA weights, model card, samples, config.yaml, history.csv, checkpoints/; required.",
@@ -146,12 +149,14 @@ LORA_HELP = {
     "caption_dropout_rate": "train on the empty prompt this often (0-1).",
     "use_ema": "keep an EMA of the LoRA weights: OUT/ holds it, the raw weights go to OUT/raw/.",
     "ema_decay": "EMA decay (diffusers' EMAModel, warmed up as min(decay, (1 + step) / (10 + step))).",
-    "validation_metrics": "score validation images: CLIP-T,CLIP-I,DINO or all (against the prompt / instance images).",
-    "metric_for_best_model": "one of --validation-metrics: keep the best LoRA in OUT/best/.",
+    "validation_metrics": "score validation images: CLIP-T,CLIP-I,DINO or all (default: off).",
+    "metric_for_best_model": "one of --validation-metrics: keep the best LoRA in OUT/best/ (default: none).",
     "clip_model": "CLIP for --validation-metrics (default openai/clip-vit-large-patch14).",
     "dino_model": "DINO for --validation-metrics (default facebook/dino-vits16).",
     "train_text_encoder": "also train LoRAs on the CLIP text encoders (SDXL both, SD 1.5 its one, Flux CLIP only).",
     "mixed_precision": "no, fp16 or bf16 (CUDA).",
+    "quantize_base": "load the frozen UNet/transformer quantised to save memory (QLoRA): nf4 (bitsandbytes, CUDA) "
+    "or int8 (torchao); pip install 'vlgen[quant]' (default: not quantised).",
     "seed": "seed for LoRA init, crops, noise and timesteps.",
     "cache_latents": "encode every image with the VAE once, before training.",
     "cache_text_embeddings": "encode every prompt once (when the text encoders are frozen).",
@@ -188,7 +193,7 @@ def _with_aliases(f, aliases: dict[str, str]):
 
 
 def lora(config_file: Path | None, **overrides) -> None:
-    """DreamBooth + LoRA fine-tuning of SDXL (diffusers' train_dreambooth_lora_sdxl.py options)."""
+    """DreamBooth + LoRA fine-tuning of SDXL, SD 1.5 or Flux.1 (diffusers' train_dreambooth_lora_*.py options)."""
     from vlgen.cli._console import out
     from vlgen.config import resolve_config
     from vlgen.hub import name_model_options

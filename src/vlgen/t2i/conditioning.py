@@ -53,13 +53,14 @@ def load_vae(vae_ref: str | None, base_path: Path):
     return AutoencoderKL.from_pretrained(path, subfolder=vae_subfolder(path))
 
 
-def load_components(base: str, vae_ref: str | None, family: str | None = None) -> Components:
+def load_components(base: str, vae_ref: str | None, family: str | None = None, **denoiser_kwargs) -> Components:
     """The parts of a base loaded one by one (the trainer needs them separately, fp32 on CPU), in its
-    family's names; `family` None: read from the base's model_index.json (vlgen.t2i.families)."""
+    family's names; `family` None: read from the base's model_index.json (vlgen.t2i.families).
+    `denoiser_kwargs` (quantization_config, torch_dtype) go to the denoiser's `from_pretrained`."""
     from vlgen.t2i.families import family_of_path, resolve_base
 
     path = resolve_base(base)
-    return family_of_path(path, family).load_components(path, resolve_vae(vae_ref))
+    return family_of_path(path, family).load_components(path, resolve_vae(vae_ref), **denoiser_kwargs)
 
 
 def drop_frozen(parts: Components, vae: bool, text_encoders: bool) -> None:

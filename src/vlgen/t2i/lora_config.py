@@ -115,6 +115,11 @@ class LoraTrainConfig:
     use_ema: bool = False  # EMA of the LoRA weights: OUT/ holds them, the raw ones go to OUT/raw/
     ema_decay: float = 0.9999  # diffusers' EMAModel: min(ema_decay, (1 + step) / (10 + step))
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # The frozen denoiser loaded quantised, the LoRA trained on top in fp32 (QLoRA, Dettmers et al. 2023, as
+    # diffusers' flux_lora_quantization recipe): "nf4" bitsandbytes 4-bit NormalFloat computing in the training
+    # dtype (CUDA), "int8" torchao int8 weight-only (CPU too). `pip install 'vlgen[quant]'`. The LoRA file is the
+    # same as without it and loads into the unquantised base.
+    quantize_base: Literal["nf4", "int8"] | None = None
     seed: int = 0
     # Caches (computed once before the first step; see lora_data.py)
     cache_latents: bool = True

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,9 @@ from vlgen.training.loop import (
     save_run_config,
 )
 from vlgen.training.schedules import build_scheduler, ignored_warmup
+
+if TYPE_CHECKING:
+    from vlgen.t2i.families.base import Components
 
 
 def check_config(cfg: LoraTrainConfig) -> None:
@@ -132,7 +136,59 @@ def check_config(cfg: LoraTrainConfig) -> None:
             raise ConfigError(
                 "--use-8bit-adam needs bitsandbytes: pip install bitsandbytes, or pass --no-use-8bit-adam"
             ) from None
+    if cfg.quantize_base is not None:
+        _check_quantize_base(cfg)
     check_output_dir(cfg.output_dir, "--output-dir")
+
+
+# --quantize-base -> the library diffusers quantises with ('vlgen[quant]' installs both)
+QUANTIZE_LIBRARIES = {"nf4": "bitsandbytes", "int8": "torchao"}
+
+
+def _check_quantize_base(cfg: LoraTrainConfig) -> None:
+    kind = cfg.quantize_base
+    if kind not in QUANTIZE_LIBRARIES:
+        raise ConfigError(f"--quantize-base {kind}: choose {' or '.join(QUANTIZE_LIBRARIES)}")
+    if kind == "nf4" and (cfg.cpu or not torch.cuda.is_available()):
+        # bitsandbytes has a CPU backend, but diffusers' quantizer refuses to load without a GPU (0.42:
+        # BnB4BitDiffusersQuantizer.validate_environment raises "No GPU found. A GPU is needed for quantization.").
+        raise ConfigError(
+            "--quantize-base nf4 needs a CUDA GPU (diffusers' bitsandbytes quantizer does not load on CPU); "
+            "on this machine use --quantize-base int8"
+        )
+    library = QUANTIZE_LIBRARIES[kind]
+    try:
+        importlib.import_module(library)
+    except ImportError:
+        raise ConfigError(f"--quantize-base {kind} needs {library}: pip install 'vlgen[quant]'") from None
+
+
+def denoiser_quantization_config(kind: str | None, compute_dtype: torch.dtype) -> Any:
+    """diffusers' quantization config of the frozen denoiser for --quantize-base, None for none.
+
+    nf4: bitsandbytes 4-bit NormalFloat weights, matmuls in `compute_dtype` (the training dtype), as diffusers'
+    flux_lora_quantization recipe; int8: torchao int8 weight-only (per-channel scales; runs on CPU).
+    """
+    if kind is None:
+        return None
+    if kind == "nf4":
+        from diffusers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
+    from diffusers import TorchAoConfig
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    return TorchAoConfig(Int8WeightOnlyConfig())
+
+
+def load_training_components(cfg: LoraTrainConfig, weight_dtype: torch.dtype) -> Components:
+    """The base's parts for training: with --quantize-base the denoiser is loaded quantised, the rest of it in
+    `weight_dtype` (a quantised model cannot be cast later); the other parts as `load_components` loads them."""
+    qconfig = denoiser_quantization_config(cfg.quantize_base, weight_dtype)
+    kwargs = {} if qconfig is None else {"quantization_config": qconfig, "torch_dtype": weight_dtype}
+    return load_components(
+        cfg.pretrained_model_name_or_path, cfg.pretrained_vae_model_name_or_path, cfg.family, **kwargs
+    )
 
 
 def _family(cfg: LoraTrainConfig):
@@ -250,9 +306,8 @@ class LoraTrainer:
 
         cfg, acc = self.cfg, self.acc
         torch.manual_seed(cfg.seed)  # peft's gaussian init of lora_A draws from the global generator
-        self.parts = parts = load_components(
-            cfg.pretrained_model_name_or_path, cfg.pretrained_vae_model_name_or_path, cfg.family
-        )
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
+        self.parts = parts = load_training_components(cfg, self.weight_dtype)
         self.family = family = parts.family
         family.check_config(cfg)  # again: a hub base's family is known only now
         check_lora_layers(cfg, family.name)
@@ -261,7 +316,6 @@ class LoraTrainer:
         matched = match_lora_layers(parts.denoiser, targets, what=family.denoiser_label)
         if cfg.export_format == "kohya" and hasattr(family, "check_kohya_paths"):
             family.check_kohya_paths(sorted({p for paths in matched.values() for p in paths}))
-        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
         classes = []
         if cfg.with_prior_preservation:
             from vlgen.t2i.prior import ensure_class_images
@@ -283,8 +337,11 @@ class LoraTrainer:
             m.requires_grad_(False)
             # SDXL base's VAE (force_upcast) stays fp32 always: in fp16 its activations overflow to NaN.
             keep_fp32 = m is parts.vae and parts.vae.config.force_upcast
+            # --quantize-base: the denoiser was loaded in the training dtype (diffusers refuses to cast a quantised
+            # model); the LoRA layers peft adds to its quantised Linears are made fp32 below, as all adapters.
+            quantised = getattr(m, "is_quantized", False)
             m.to(acc.device)
-            if not keep_fp32 and self.weight_dtype != torch.float32:
+            if not keep_fp32 and not quantised and self.weight_dtype != torch.float32:
                 m.to(dtype=self.weight_dtype)
         torch.manual_seed(cfg.seed)
         # lora_alpha = rank: scale 1, as diffusers' script; init "gaussian" for lora_A, zeros for lora_B,

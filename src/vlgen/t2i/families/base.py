@@ -171,15 +171,27 @@ class T2IFamily:
 
         return AutoTokenizer.from_pretrained(path, subfolder=name)
 
-    def load_denoiser(self, path: Path) -> Any:
+    def load_denoiser(self, path: Path, quantization_config: Any = None, torch_dtype: torch.dtype | None = None) -> Any:
+        """The UNet/transformer. `quantization_config` (diffusers' BitsAndBytesConfig or TorchAoConfig) loads its
+        Linear layers quantised; `torch_dtype` is then the dtype of the rest, which cannot be cast afterwards
+        (diffusers refuses `.to(dtype)` on a quantised model)."""
         import diffusers
 
-        return getattr(diffusers, self.denoiser_class).from_pretrained(path, subfolder=self.denoiser_name)
+        kwargs: dict[str, Any] = {}
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
+        if torch_dtype is not None:
+            kwargs["dtype"] = torch_dtype  # diffusers 0.42's name (torch_dtype is deprecated)
+        return getattr(diffusers, self.denoiser_class).from_pretrained(path, subfolder=self.denoiser_name, **kwargs)
 
     def load_noise_scheduler(self, path: Path) -> Any:
         raise NotImplementedError
 
-    def load_components(self, path: Path, vae_ref: str | None) -> Components:
+    def load_components(
+        self, path: Path, vae_ref: str | None, quantization_config: Any = None, torch_dtype: torch.dtype | None = None
+    ) -> Components:
+        """Every part in fp32; the denoiser quantised with `quantization_config` in `torch_dtype` if given
+        (`load_denoiser`: `vlgen train lora --quantize-base`)."""
         from vlgen.t2i.conditioning import load_vae
 
         return Components(
@@ -187,7 +199,7 @@ class T2IFamily:
             tokenizers=[self.load_tokenizer(path, n) for n in self.tokenizer_names],
             text_encoders=[self.load_text_encoder(path, n) for n in self.text_encoder_names],
             vae=load_vae(vae_ref, path),
-            denoiser=self.load_denoiser(path),
+            denoiser=self.load_denoiser(path, quantization_config, torch_dtype),
             noise_scheduler=self.load_noise_scheduler(path),
             base_path=path,
             vae_ref=vae_ref,
