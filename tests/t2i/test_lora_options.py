@@ -165,3 +165,29 @@ def test_validation_metrics_are_scored_plotted_and_the_best_lora_is_kept(ema_run
 def test_bad_validation_options_fail_before_loading(icons, tiny_sd15_dir, tmp_path, kw, message):
     with pytest.raises(ConfigError, match=message):
         LoraTrainer(_cfg(icons, tmp_path / "o", tiny_sd15_dir, **kw))
+
+
+def test_8bit_adamw_trains_on_cpu_and_resumes_bit_identical(icons, tiny_sd15_dir, tmp_path):
+    """bitsandbytes' AdamW8bit (the lock's 0.50 runs on CPU): its quantised state is in the checkpoints, so a run
+    resumed from step 2 ends where the uninterrupted one does."""
+    import dataclasses
+    import shutil
+
+    from safetensors.torch import load_file
+
+    cfg = _cfg(icons, tmp_path / "ref", tiny_sd15_dir, use_8bit_adam=True, max_train_steps=4, checkpointing_steps=2,
+               num_validation_images=0)  # fmt: skip
+    trainer = LoraTrainer(cfg)
+    summary = trainer.train()
+    assert (
+        type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer).__name__
+        == "AdamW8bit"
+    )
+    assert summary["final_train_loss"] is not None and np.isfinite(summary["final_train_loss"])
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(tmp_path / "ref" / "config.yaml", resumed / "config.yaml")
+    shutil.copytree(tmp_path / "ref" / "checkpoints" / "checkpoint-2", resumed / "checkpoints" / "checkpoint-2")
+    LoraTrainer(dataclasses.replace(cfg, output_dir=str(resumed), resume_from_checkpoint="latest")).train()
+    a, b = load_file(tmp_path / "ref" / DIFFUSERS_WEIGHT_NAME), load_file(resumed / DIFFUSERS_WEIGHT_NAME)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -135,7 +135,7 @@ LORA_HELP = {
     "mode_scale": "Flux: scale of the mode timestep density.",
     "guidance_scale": "FLUX.1 [dev]: the guidance input while training (1.0 in most Flux LoRA recipes).",
     "max_sequence_length": "Flux: T5 tokens per prompt (schnell: 256).",
-    "use_8bit_adam": "bitsandbytes AdamW8bit (CUDA).",
+    "use_8bit_adam": "bitsandbytes AdamW8bit (optimiser state in 8 bits; CUDA or CPU).",
     "adam_beta1": "AdamW beta1.",
     "adam_beta2": "AdamW beta2.",
     "adam_weight_decay": "AdamW weight decay of the UNet LoRA.",
