@@ -33,7 +33,7 @@ from vlgen.data import IMAGE_EXTENSIONS, METADATA_NAME, load_records
 from vlgen.data.records import check_inside
 from vlgen.data.shards import ShardSample, collect_samples, find_source, split_files
 from vlgen.errors import DataError, ImageLoadError, VlgenError
-from vlgen.fileio import JsonlAppender, parse_json_object, read_jsonl_objects_lenient, write_jsonl
+from vlgen.fileio import JsonlAppender, atomic_file, parse_json_object, read_jsonl_objects_lenient, write_jsonl
 from vlgen.progress import make_progress
 
 # Decoding sequences per forward pass when --batch-size is not given: 32 images greedy, 8 with 4 beams.
@@ -126,21 +126,28 @@ def _caption_row(raw: bytes) -> dict | None:
 def iter_caption_rows(out: Path, journal: bool = False) -> Iterator[dict]:
     """The caption rows of an existing output (or journal), streamed line by line (each parsed once), read
     before anything is written to it. What is accepted and refused: see `read_caption_rows`."""
+    for row, _, _ in _iter_caption_lines(out, journal):
+        yield row
+
+
+def _iter_caption_lines(out: Path, journal: bool = False) -> Iterator[tuple[dict, int, int]]:
+    """(row, byte offset, byte length) of every caption row of `out` (see `iter_caption_rows`)."""
     if not out.exists():
         return
     if out.is_dir():
         raise DataError("--out is a folder; give a file path such as OUT/captions.jsonl", path=str(out))
     if not out.is_file():
         return
-    valid = 0
+    valid, offset = 0, 0
     with open(out, "rb") as f:
         for i, raw in enumerate(f, start=1):
+            start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
             row = _caption_row(raw)
             if row is not None:
                 valid += 1
-                yield row
+                yield row, start, len(raw)
                 continue
             if not raw.endswith(b"\n") and (valid or journal):  # the unterminated last line, after valid rows
                 continue
@@ -206,15 +213,30 @@ def merge_journals(out: Path, items: Sequence[tuple[str, Path | ShardSample]]) -
     skip_journals = [j.with_suffix(".skipped.jsonl") for j in journals]
     skip_journals = [p for p in skip_journals if p.is_file()]
     if not journals and not skip_journals:
-        return len(read_caption_rows(out))
-    by_name: dict[str, dict] = {}
-    for path in [out, *journals]:
-        for row in read_caption_rows(path, journal=path != out):
-            by_name.setdefault(row["file_name"], row)
-    listed = [name for name, _ in items if name in by_name]
+        return sum(1 for _ in iter_caption_rows(out))
+    # Where each name's row is (file, byte offset, length), not the rows: merging a 1M-row output holds its
+    # names, and the rows are copied byte for byte from their files into the new output.
+    paths = [out, *journals]
+    where: dict[str, tuple[int, int, int]] = {}
+    for k, path in enumerate(paths):
+        for row, start, length in _iter_caption_lines(path, journal=path != out):
+            where.setdefault(row["file_name"], (k, start, length))
+    listed = [name for name, _ in items if name in where]
     listed_set = set(listed)
-    rows = [row for name, row in by_name.items() if name not in listed_set] + [by_name[n] for n in listed]
-    write_jsonl(out, rows)
+    order = [name for name in where if name not in listed_set] + listed
+    handles = [open(p, "rb") if p.is_file() else None for p in paths]  # noqa: SIM115 - closed below
+    try:
+        with atomic_file(out) as tmp, open(tmp, "wb") as dst:
+            for name in order:
+                k, start, length = where[name]
+                src = handles[k]
+                src.seek(start)
+                raw = src.read(length)
+                dst.write(raw if raw.endswith(b"\n") else raw + b"\n")  # a complete last row without its newline
+    finally:
+        for h in handles:
+            if h is not None:
+                h.close()
     if skip_journals:
         skip_out = out.with_suffix(".skipped.jsonl")
         # a skip-list line a kill cut off is left out
@@ -222,7 +244,7 @@ def merge_journals(out: Path, items: Sequence[tuple[str, Path | ShardSample]]) -
         write_jsonl(skip_out, skipped)
     for p in [*journals, *skip_journals]:  # only after the merged copy is in place
         p.unlink(missing_ok=True)
-    return len(rows)
+    return len(order)
 
 
 def torch_device_type(captioner: Captioner) -> str | None:
