@@ -142,11 +142,13 @@ def load_captioner(
     directory.
 
     The captioner's `generate(images, num_beams=..., max_new_tokens=...)` captions RGB PIL images, one
-    string per image, in order. `fast_path` (BLIP only; other families have none and ignore it): False runs
-    plain transformers' `generate` instead of vlgen's patched one (`vlgen.captioning.blip_fast`; same captions);
-    None: on unless the environment sets `VLGEN_BLIP_FAST_PATH=0`. `dtype`: fp32 (None), bf16 or fp16 (GPUs; not the
-    CNN-LSTM). `prompt`: the vision-language family's default prompt (instruction or Florence-2 task token; None:
-    the model type's default, see vlgen.captioning.vlm); the other families take none.
+    string per image, in order. `fast_path` (BLIP, ViT-GPT2 and Florence-2; other models ignore it): False runs
+    plain transformers' `generate` instead of vlgen's patched one (`vlgen.captioning.blip_fast`, `.vit_gpt2_fast`,
+    `.florence_fast`; same captions); None: on unless the environment sets `VLGEN_BLIP_FAST_PATH=0` /
+    `VLGEN_VIT_GPT2_FAST_PATH=0` / `VLGEN_FLORENCE_FAST_PATH=0`.
+    `dtype`: fp32 (None), bf16 or fp16 (GPUs; not the CNN-LSTM). `prompt`: the vision-language family's default
+    prompt (instruction or Florence-2 task token; None: the model type's default, see vlgen.captioning.vlm); the
+    other families take none.
 
     Example::
 
@@ -163,10 +165,10 @@ def load_captioner(
         ref = DEFAULT_MODELS[str(ref)]  # florence-2 -> florence-community/Florence-2-base
     ref = None if str(ref) == family else ref
     dtype = parse_dtype(dtype)
-    if cls is BlipCaptioner:
+    if cls in (BlipCaptioner, VitGpt2Captioner):
         return cls.load(ref, device=device, fast_path=fast_path, dtype=dtype)
     if cls is VisionLanguageCaptioner:
-        return cls.load(ref, device=device, dtype=dtype, prompt=prompt)
+        return cls.load(ref, device=device, dtype=dtype, prompt=prompt, fast_path=fast_path)  # Florence-2's
     if cls is CnnLstmCaptioner:
         return cls.load(ref, device=device)
     return cls.load(ref, device=device, dtype=dtype)

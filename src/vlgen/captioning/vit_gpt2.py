@@ -5,11 +5,17 @@ GPT-2 has no pad token, so the checkpoint uses `<|endoftext|>` (50256) as bos, e
 That makes the usual "mask pad tokens in labels" wrong: it would also mask the one eos the model must
 learn to emit. `collate` therefore appends eos to each caption and pads the labels with -100 by length,
 not by token id; the model shifts labels right with `decoder_start_token_id` itself.
+
+Generation runs inside `vlgen.captioning.vit_gpt2_fast.fast_generation` (GPT-2's cross-attention on each image's
+tokens, beams sharing them; the ViT in chunks on CPU; same captions as plain transformers, faster) unless the
+captioner's `fast_path` is off: `VitGpt2Captioner.load(ref, fast_path=False)`, `load_captioner(ref,
+fast_path=False)`, or `VLGEN_VIT_GPT2_FAST_PATH=0`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ from PIL import Image
 
 from vlgen.captioning.base import Captioner, processor_input_size, strip_captions
 from vlgen.captioning.inputs import ProcessorTransform
+from vlgen.captioning.vit_gpt2_fast import fast_generation, fast_path_usable
 from vlgen.errors import ConfigError
 from vlgen.hub import DEFAULT_MODELS, resolve_model
 
@@ -25,11 +32,13 @@ from vlgen.hub import DEFAULT_MODELS, resolve_model
 class VitGpt2Captioner(Captioner):
     family = "vit-gpt2"
 
-    def __init__(self, model, image_processor, tokenizer) -> None:
+    def __init__(self, model, image_processor, tokenizer, fast_path: bool | None = None) -> None:
         self.model = model
         self.image_processor = image_processor
         self.tokenizer = tokenizer
         self._check_special_tokens()
+        # None: $VLGEN_VIT_GPT2_FAST_PATH (unset: on). Off too when transformers' internals moved (with a warning).
+        self.fast_path = fast_path_usable(fast_path)
 
     def _check_special_tokens(self) -> None:
         cfg = self.model.config
@@ -49,14 +58,22 @@ class VitGpt2Captioner(Captioner):
                 setattr(gen, name, getattr(cfg, name))
 
     @classmethod
-    def load(cls, ref: str | Path | None = None, device: str | torch.device = "cpu", dtype=None) -> VitGpt2Captioner:
+    def load(
+        cls,
+        ref: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype=None,
+        fast_path: bool | None = None,
+    ) -> VitGpt2Captioner:
+        """`fast_path=False`: `generate` is plain transformers' (see `vlgen.captioning.vit_gpt2_fast`); None: on
+        unless `VLGEN_VIT_GPT2_FAST_PATH=0`."""
         from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
         resolved = resolve_model(ref or DEFAULT_MODELS["vit-gpt2"], what="ViT-GPT2 captioner")
         image_processor = AutoImageProcessor.from_pretrained(resolved.path)
         tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         model = VisionEncoderDecoderModel.from_pretrained(resolved.path, dtype=dtype or torch.float32)
-        return cls(model.to(device).eval(), image_processor, tokenizer)
+        return cls(model.to(device).eval(), image_processor, tokenizer, fast_path=fast_path)
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -77,13 +94,14 @@ class VitGpt2Captioner(Captioner):
         was_training = self.model.training
         self.model.eval()
         try:
-            ids = self.model.generate(
-                pixel_values=self._pixel_values(images),
-                num_beams=num_beams,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                **generate_kwargs,
-            )
+            with fast_generation(self.model) if self.fast_path else nullcontext():
+                ids = self.model.generate(
+                    pixel_values=self._pixel_values(images),
+                    num_beams=num_beams,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    **generate_kwargs,
+                )
         finally:
             self.model.train(was_training)
         return strip_captions(self.tokenizer.batch_decode(ids, skip_special_tokens=True))

@@ -26,6 +26,11 @@ types caption but are refused for training (`TRAINABLE_MODEL_TYPES`), in one lin
 
 Remote code is never run: the `microsoft/Florence-2-*` checkpoints (and any config.json with `auto_map` for a
 type transformers does not know) are refused in one line naming the native checkpoint to use instead.
+
+Florence-2's `generate` runs inside `vlgen.captioning.florence_fast.fast_generation` (its DaViT vision tower
+computed by vlgen on CPU: same captions, faster) unless the captioner's `fast_path` is off:
+`VisionLanguageCaptioner.load(ref, fast_path=False)`, `load_captioner(ref, fast_path=False)` or
+`VLGEN_FLORENCE_FAST_PATH=0`. Other model types have no fast path.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
+from vlgen.captioning import florence_fast
 from vlgen.captioning.base import Captioner, processor_input_size, strip_captions
 from vlgen.captioning.train_config import TRAINABLE_FAMILIES
 from vlgen.captioning.vlm_config import (
@@ -101,11 +108,14 @@ class VisionLanguageCaptioner(Captioner):
 
     family = FAMILY
 
-    def __init__(self, model, processor, prompt: str | None = None) -> None:
+    def __init__(self, model, processor, prompt: str | None = None, fast_path: bool | None = None) -> None:
         self.model = model
         self.processor = processor
         config = model.config
         self.model_type: str | None = getattr(config, "model_type", None)
+        # Florence-2 fast path (vlgen.captioning.florence_fast): None = $VLGEN_FLORENCE_FAST_PATH (unset: on); off
+        # too when transformers' internals moved (with a warning). Other model types have none.
+        self.fast_path = self.model_type == "florence2" and florence_fast.fast_path_usable(fast_path)
         self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         self.chat_template = self.model_type != "florence2" and bool(getattr(processor, "chat_template", None))
         self.prompt = self.check_prompt(
@@ -125,7 +135,10 @@ class VisionLanguageCaptioner(Captioner):
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         prompt: str | None = None,
+        fast_path: bool | None = None,
     ) -> VisionLanguageCaptioner:
+        """`fast_path=False`: Florence-2's `generate` is plain transformers' (see `vlgen.captioning.florence_fast`);
+        None: on unless `VLGEN_FLORENCE_FAST_PATH=0`."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         if ref is None:
@@ -142,7 +155,7 @@ class VisionLanguageCaptioner(Captioner):
         # Never trust_remote_code: an architecture transformers does not ship is refused by family_of first.
         processor = AutoProcessor.from_pretrained(resolved.path)
         model = AutoModelForImageTextToText.from_pretrained(resolved.path, dtype=dtype or torch.float32)
-        return cls(model.to(device).eval(), processor, prompt=prompt)
+        return cls(model.to(device).eval(), processor, prompt=prompt, fast_path=fast_path)
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -194,9 +207,11 @@ class VisionLanguageCaptioner(Captioner):
         was_training = self.model.training
         self.model.eval()
         try:
-            ids = self.model.generate(
-                **inputs, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs
-            )  # (B, prompt + new) for decoder-only models, (B, 1 + new) for encoder-decoders
+            # vlgen fast path (Florence-2 only; vlgen.captioning.florence_fast): its vision tower inside this block
+            with florence_fast.fast_generation(self.model) if self.fast_path else nullcontext():
+                ids = self.model.generate(
+                    **inputs, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs
+                )  # (B, prompt + new) for decoder-only models, (B, 1 + new) for encoder-decoders
         finally:
             self.model.train(was_training)
         new = ids[:, 1:] if self.is_encoder_decoder else ids[:, inputs["input_ids"].shape[1] :]

@@ -27,12 +27,23 @@ BART_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3, as in facebook/ba
 IMAGE_TOKEN = "<image>"
 
 
-def florence2_tokenizer():
-    """BART byte-level BPE (`BartTokenizer`) over the tiny GPT-2 merges, with Florence-2's `<image>` token."""
+def florence2_tokenizer(vocab_size: int | None = None):
+    """BART byte-level BPE (`BartTokenizer`) over the tiny GPT-2 merges, with Florence-2's `<image>` token.
+
+    `vocab_size` (e.g. 51328, Florence-2-base's): the vocabulary is padded with tokens "Ġw<id>" (" w<id>" when
+    decoded) up to that many ids, `<image>` last, so that every id a published-size model generates decodes to
+    its own word - a random model's captions can then be compared as text (the tiny BPE alone has ~500 ids and
+    decodes the rest to nothing). Encoding still uses only the tiny BPE's tokens.
+    """
     from transformers import BartTokenizer
 
     vocab, merges = byte_level_bpe()
-    tokens = [*BART_SPECIALS, *(t for t in vocab if t != GPT2_EOS), "<mask>"]
+    tokens = [*BART_SPECIALS, *(t for t in vocab if t != GPT2_EOS)]
+    if vocab_size is not None:
+        if vocab_size < len(tokens) + 2:
+            raise ValueError(f"vocab_size {vocab_size}: the tiny BART vocabulary already has {len(tokens) + 2} ids")
+        tokens += [f"Ġw{i}" for i in range(len(tokens), vocab_size - 2)]
+    tokens.append("<mask>")
     tok = BartTokenizer(
         vocab={t: i for i, t in enumerate(tokens)},
         merges=merges,
@@ -51,7 +62,8 @@ def florence2_tokenizer():
     return tok
 
 
-def florence2_processor(image_size: int = TINY_IMAGE_SIZE) -> Florence2Processor:
+def florence2_processor(image_size: int = TINY_IMAGE_SIZE, vocab_size: int | None = None) -> Florence2Processor:
+    """`CLIPImageProcessor` at `image_size` + `florence2_tokenizer(vocab_size)` (see there)."""
     from transformers import CLIPImageProcessor, Florence2Processor
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
@@ -64,7 +76,7 @@ def florence2_processor(image_size: int = TINY_IMAGE_SIZE) -> Florence2Processor
         image_std=OPENAI_CLIP_STD,
         image_seq_length=(image_size // 32) ** 2 + 1,
     )
-    return Florence2Processor(image_processor=images, tokenizer=florence2_tokenizer())
+    return Florence2Processor(image_processor=images, tokenizer=florence2_tokenizer(vocab_size))
 
 
 def tiny_florence2(seed: int = 0) -> tuple[Florence2ForConditionalGeneration, Florence2Processor]:

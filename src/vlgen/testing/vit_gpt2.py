@@ -24,10 +24,23 @@ TINY_IMAGE_SIZE = 32
 TINY_MAX_POSITIONS = 64
 
 
-def gpt2_tokenizer(model_max_length: int = TINY_MAX_POSITIONS) -> GPT2TokenizerFast:
+def gpt2_tokenizer(model_max_length: int = TINY_MAX_POSITIONS, vocab_size: int | None = None) -> GPT2TokenizerFast:
+    """The tiny byte-level BPE with `<|endoftext|>` as its only special token (last id, as in GPT-2).
+
+    `vocab_size` (e.g. 50257, GPT-2's): the vocabulary is padded with tokens "Ġw<id>" (" w<id>" when decoded) up to
+    that many ids, `<|endoftext|>` moved to the last (50256, the id nlconnect's config names), so that every id a
+    published-size model generates decodes to its own word - a random model's captions can then be compared as
+    text (the tiny BPE alone has ~500 ids and decodes the rest to nothing). Encoding still uses only the tiny BPE.
+    """
     from transformers import GPT2TokenizerFast
 
     vocab, merges = byte_level_bpe()  # shipped files (vocabs/gpt2/), trained by vlgen.testing.vocab
+    if vocab_size is not None:
+        if vocab_size < len(vocab):
+            raise ValueError(f"vocab_size {vocab_size}: the tiny GPT-2 vocabulary already has {len(vocab)} ids")
+        tokens = sorted((t for t in vocab if t != GPT2_EOS), key=vocab.__getitem__)
+        tokens += [f"Ġw{i}" for i in range(len(tokens), vocab_size - 1)]
+        vocab = {t: i for i, t in enumerate([*tokens, GPT2_EOS])}
     # `vocab=`/`merges=` (dict / list of pairs): `vocab_file=`/`merges_file=` silently give an empty vocab
     # in transformers 5.
     tok = GPT2TokenizerFast(
