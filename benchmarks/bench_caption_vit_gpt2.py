@@ -22,9 +22,11 @@ strings. Rows, in s/image:
 - encoder: the ViT alone (`model.encoder`, which the fast path leaves as it is) in batches of vlgen's batch size,
   against its floor: the encoder's GFLOP (counted by torch's FlopCounterMode on the meta device: 35.1 at 224 px) /
   the fp32 rate of a 2048x2048 `torch.mm` measured in the same run.
-Methods alternate within a repeat (the order rotates); medians over repeats. Besides wall time each row records this
-process's CPU seconds (user, system) and minor page faults per image (vlgen's input worker processes not included).
-Only ratios from one run are meaningful. Prints a table, writes JSON.
+Methods alternate within a repeat (the order rotates); medians over repeats. A random GPT-2 of this size writes
+nearly the same caption for every image, so besides comparing the captions of every method, plain `generate` and the
+fast path are compared step by step (sequences and every step's logits) on the first 4 images. Besides wall time
+each row records this process's CPU seconds (user, system) and minor page faults per image (vlgen's input worker
+processes not included). Only ratios from one run are meaningful. Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -248,6 +250,20 @@ def main(argv: list[str] | None = None) -> dict:
                 model.generate(pixel_values=pv_all[:2], **fixed)
         pipe(str(paths[0]), text="", generate_kwargs=fixed)
         run_matmul()
+        # A random published-size GPT-2 writes nearly the same caption for every image (one word repeated), so equal
+        # captions alone say little: every step's logits of plain generate and of the fast path are compared too.
+        with torch.inference_mode():
+            kw = {**fixed, "output_logits": True, "return_dict_in_generate": True}
+            ref = model.generate(pixel_values=pv_all[:4], **kw)
+            with fast_generation(model):
+                got = model.generate(pixel_values=pv_all[:4], **kw)
+        logits_check = {
+            "generate_sequences_equal": torch.equal(ref.sequences, got.sequences),
+            "generate_logits_max_abs_diff": max(
+                float((a - b).abs().max()) for a, b in zip(ref.logits, got.logits, strict=True)
+            ),
+            "generate_logits_max_abs": max(float(a.abs().max()) for a in ref.logits),
+        }
 
         times: dict[str, list[float]] = {k: [] for k in methods}
         usage: dict[str, list[dict]] = {k: [] for k in methods}
@@ -273,17 +289,17 @@ def main(argv: list[str] | None = None) -> dict:
             done = ", ".join(f"{k} {v[-1]:.3f}" for k, v in times.items())
             print(f"repeat {r + 1}: {done} s/image", flush=True)
             # written after every repeat, so a run cut short still leaves its medians so far
-            result = summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, load)
+            result = summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, load, logits_check)
             write_json({**result, "repeats": r + 1}, args.out)
 
-    result = summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, load)
+    result = summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, load, logits_check)
     _print_table(result)
     write_json(result, args.out)
     print(f"wrote {args.out}")
     return result
 
 
-def summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, load) -> dict:
+def summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, load, logits_check) -> dict:
     import torch
 
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -324,6 +340,8 @@ def summarise(args, batch_size, gflop, image_size, times, usage, rates, captions
         "captions_identical": {
             k: captions[k] == ref_caps for k in ("vlgen_caption", "vlgen_caption_plain", "pipeline")
         },
+        **logits_check,
+        "distinct_captions": len(set(ref_caps)),
         "example_caption": ref_caps[0],
         "loadavg_1min": {"min": min(load), "median": statistics.median(load), "max": max(load)},
         "versions": _versions(),
@@ -355,7 +373,10 @@ def _print_table(r: dict) -> None:
     print(f"vlgen caption vs pipeline, per repeat: {per_repeat}")
     per_repeat = ", ".join(f"{x:.2f}" for x in r["vlgen_speedup_vs_vlgen_plain_per_repeat"])
     print(f"vlgen caption fast path vs fast_path=False, per repeat: {per_repeat}")
-    print(f"captions identical to plain generate: {r['captions_identical']}")
+    print(f"captions identical to plain generate: {r['captions_identical']} ({r['distinct_captions']} distinct); "
+          f"fast path vs plain generate on 4 images: sequences equal {r['generate_sequences_equal']}, every "
+          f"step's logits within {r['generate_logits_max_abs_diff']:.1e} (values up to "
+          f"{r['generate_logits_max_abs']:.1f})")  # fmt: skip
 
 
 if __name__ == "__main__":
