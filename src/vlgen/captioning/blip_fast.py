@@ -22,6 +22,7 @@ The patches rely on private names and signatures of transformers' BLIP modules (
 forward equals the original on a tiny module - and returns what changed; a captioner whose transformers
 fails the check warns and falls back to plain transformers. tests/captioning/test_blip_fast_path.py fails,
 naming the transformers version, when an upgrade changes them. Written against transformers 5.24.
+The switch, the checker loop and the fallback are shared by all fast paths: `vlgen.captioning.fast_path`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import os
 import types
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,12 +38,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlgen.errors import ConfigError
+from vlgen.captioning import fast_path as _shared
 
 ENV_VAR = "VLGEN_BLIP_FAST_PATH"
 WRITTEN_FOR_TRANSFORMERS = "5.24"
-_ON = {"", "1", "true", "yes", "on"}
-_OFF = {"0", "false", "no", "off"}
 
 # What the patches rely on: module -> class -> (forward parameters that must exist, instance attributes).
 INTERNALS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
@@ -71,14 +68,7 @@ INTERNALS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
 
 def fast_path_enabled(fast_path: bool | None = None) -> bool:
     """`fast_path` if given, else `$VLGEN_BLIP_FAST_PATH` (unset: on). A value that is not a yes/no is refused."""
-    if fast_path is not None:
-        return bool(fast_path)
-    value = os.environ.get(ENV_VAR, "").strip().lower()
-    if value in _ON:
-        return True
-    if value in _OFF:
-        return False
-    raise ConfigError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+    return _shared.env_switch(ENV_VAR, fast_path)
 
 
 def _sdpa_blip_attention_forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, None]:
@@ -250,46 +240,34 @@ def _check_tiny_modules(classes: dict[str, type]) -> list[str]:
 
 
 _MODULE_OF = {cls: module for module, wanted in INTERNALS.items() for cls in wanted}
+# INTERNALS as the shared checker reads it: the method checked per class (generation's entry point: `generate`)
+_METHODS = {
+    module: {
+        cls: ("generate" if cls == "BlipForConditionalGeneration" else "forward", params)
+        for cls, (params, _) in wanted.items()
+    }
+    for module, wanted in INTERNALS.items()
+}
+
+
+def _mask_problems(classes: dict[str, type]) -> list[str]:
+    if "BlipAttention" not in classes:
+        return []
+    names = list(inspect.signature(classes["BlipAttention"].forward).parameters)
+    if any(n in names for n in ("attention_mask", "head_mask")):  # a mask the SDPA forward would ignore
+        return [f"BlipAttention.forward({', '.join(names)}) now takes a mask"]
+    return []
 
 
 @functools.lru_cache(maxsize=1)
 def _problems() -> tuple[str, ...]:
-    import importlib
-
-    problems: list[str] = []
-    classes: dict[str, type] = {}
-    for module_name, wanted in INTERNALS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            problems.append(f"{module_name} does not import ({e})")
-            continue
-        for cls_name, (params, _) in wanted.items():
-            cls = getattr(module, cls_name, None)
-            if not isinstance(cls, type):
-                problems.append(f"{module_name}.{cls_name} is missing")
-                continue
-            classes[cls_name] = cls
-            method = cls.generate if cls_name == "BlipForConditionalGeneration" else cls.forward
-            names = list(inspect.signature(method).parameters)
-            if missing := [p for p in params if p not in names]:
-                problems.append(f"{cls_name}.{method.__name__}({', '.join(names)}) has no {', '.join(missing)}")
-    if "BlipAttention" in classes:
-        names = list(inspect.signature(classes["BlipAttention"].forward).parameters)
-        if any(n in names for n in ("attention_mask", "head_mask")):  # a mask the SDPA forward would ignore
-            problems.append(f"BlipAttention.forward({', '.join(names)}) now takes a mask")
-    try:
-        from transformers.modeling_outputs import BaseModelOutputWithPooling  # noqa: F401
-    except ImportError:
-        problems.append("transformers.modeling_outputs.BaseModelOutputWithPooling is missing")
-    if problems:
-        return tuple(problems)
-    try:
-        with torch.random.fork_rng(devices=[]):  # module init draws from the global RNG: leave the caller's seed alone
-            problems += _check_tiny_modules(classes)
-    except Exception as e:  # any failure here means the internals moved
-        problems.append(f"building or running tiny BLIP modules failed: {type(e).__name__}: {e}")
-    return tuple(problems)
+    return _shared.check_internals(
+        _METHODS,
+        _check_tiny_modules,
+        "tiny BLIP modules",
+        more_checks=_mask_problems,
+        outputs=("BaseModelOutputWithPooling",),
+    )
 
 
 def transformers_internals_problems() -> list[str]:
@@ -302,11 +280,8 @@ def transformers_internals_problems() -> list[str]:
 
 
 def internals_message(problems: list[str]) -> str:
-    import transformers
-
-    return (
-        f"transformers {transformers.__version__} changed the BLIP internals vlgen's fast path patches "
-        f"(written for transformers {WRITTEN_FOR_TRANSFORMERS}; vlgen/captioning/blip_fast.py): " + "; ".join(problems)
+    return _shared.changed_internals_message(
+        "BLIP internals vlgen's fast path patches", WRITTEN_FOR_TRANSFORMERS, "vlgen/captioning/blip_fast.py", problems
     )
 
 
@@ -314,14 +289,4 @@ def fast_path_usable(fast_path: bool | None = None) -> bool:
     """Whether a BLIP captioner should use `fast_generation`: enabled (argument / `$VLGEN_BLIP_FAST_PATH`) and
     transformers' internals as the patches expect. If they are not, warns once and answers False: captions then
     come from plain transformers, only slower."""
-    if not fast_path_enabled(fast_path):
-        return False
-    problems = transformers_internals_problems()
-    if problems:
-        warnings.warn(
-            internals_message(problems) + f". Using plain transformers (set {ENV_VAR}=0 to silence this).",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return False
-    return True
+    return _shared.usable(fast_path_enabled(fast_path), transformers_internals_problems, internals_message, ENV_VAR)

@@ -41,14 +41,12 @@ The forward relies on private names of transformers' Florence-2 modules (`INTERN
 `transformers_internals_problems()` checks them - names, signatures, attributes, and that the fast forward equals
 transformers' on a tiny random tower (with window padding) - and returns what changed; a captioner whose
 transformers fails the check warns and falls back to plain transformers. Written against transformers 5.24.
+The switch, the checker loop and the fallback are shared by all fast paths: `vlgen.captioning.fast_path`.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
-import os
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -56,12 +54,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlgen.errors import ConfigError
+from vlgen.captioning import fast_path as _shared
 
 ENV_VAR = "VLGEN_FLORENCE_FAST_PATH"
 WRITTEN_FOR_TRANSFORMERS = "5.24"
-_ON = {"", "1", "true", "yes", "on"}
-_OFF = {"0", "false", "no", "off"}
 _MODULE = "transformers.models.florence2.modeling_florence2"
 
 # What the fast forward relies on: class -> (forward parameters that must exist, instance attributes it reads).
@@ -90,14 +86,7 @@ TILE_BYTES = 24 << 20
 
 def fast_path_enabled(fast_path: bool | None = None) -> bool:
     """`fast_path` if given, else `$VLGEN_FLORENCE_FAST_PATH` (unset: on). A value that is not a yes/no is refused."""
-    if fast_path is not None:
-        return bool(fast_path)
-    value = os.environ.get(ENV_VAR, "").strip().lower()
-    if value in _ON:
-        return True
-    if value in _OFF:
-        return False
-    raise ConfigError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+    return _shared.env_switch(ENV_VAR, fast_path)
 
 
 def _tile_rows(n: int, width: int, tile_bytes: int, multiple: int = 1) -> int:
@@ -382,36 +371,10 @@ def _check_tiny_tower(classes: dict[str, type]) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _problems() -> tuple[str, ...]:
-    import importlib
-
-    try:
-        module = importlib.import_module(_MODULE)
-    except ImportError as e:
-        return (f"{_MODULE} does not import ({e})",)
-    problems: list[str] = []
-    classes: dict[str, type] = {}
-    for cls_name, (params, _) in INTERNALS.items():
-        cls = getattr(module, cls_name, None)
-        if not isinstance(cls, type):
-            problems.append(f"{_MODULE}.{cls_name} is missing")
-            continue
-        classes[cls_name] = cls
-        method = cls.forward
-        names = list(inspect.signature(method).parameters)
-        if missing := [p for p in params if p not in names]:
-            problems.append(f"{cls_name}.forward({', '.join(names)}) has no {', '.join(missing)}")
-    try:
-        from transformers.modeling_outputs import BaseModelOutputWithPooling  # noqa: F401
-    except ImportError:
-        problems.append("transformers.modeling_outputs.BaseModelOutputWithPooling is missing")
-    if problems:
-        return tuple(problems)
-    try:
-        with torch.random.fork_rng(devices=[]):  # module init draws from the global RNG: leave the caller's seed alone
-            problems += _check_tiny_tower(classes)
-    except Exception as e:  # any failure here means the internals moved
-        problems.append(f"building or running a tiny Florence-2 vision tower failed: {type(e).__name__}: {e}")
-    return tuple(problems)
+    methods = {_MODULE: {cls: ("forward", params) for cls, (params, _) in INTERNALS.items()}}
+    return _shared.check_internals(
+        methods, _check_tiny_tower, "a tiny Florence-2 vision tower", outputs=("BaseModelOutputWithPooling",)
+    )
 
 
 def transformers_internals_problems() -> list[str]:
@@ -424,12 +387,11 @@ def transformers_internals_problems() -> list[str]:
 
 
 def internals_message(problems: list[str]) -> str:
-    import transformers
-
-    return (
-        f"transformers {transformers.__version__} changed the Florence-2 internals vlgen's fast path relies on "
-        f"(written for transformers {WRITTEN_FOR_TRANSFORMERS}; vlgen/captioning/florence_fast.py): "
-        + "; ".join(problems)
+    return _shared.changed_internals_message(
+        "Florence-2 internals vlgen's fast path relies on",
+        WRITTEN_FOR_TRANSFORMERS,
+        "vlgen/captioning/florence_fast.py",
+        problems,
     )
 
 
@@ -437,17 +399,7 @@ def fast_path_usable(fast_path: bool | None = None) -> bool:
     """Whether a Florence-2 captioner should use `fast_generation`: enabled (argument / `$VLGEN_FLORENCE_FAST_PATH`)
     and transformers' internals as the fast forward expects. If they are not, warns once and answers False:
     captions then come from plain transformers, only slower."""
-    if not fast_path_enabled(fast_path):
-        return False
-    problems = transformers_internals_problems()
-    if problems:
-        warnings.warn(
-            internals_message(problems) + f". Using plain transformers (set {ENV_VAR}=0 to silence this).",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return False
-    return True
+    return _shared.usable(fast_path_enabled(fast_path), transformers_internals_problems, internals_message, ENV_VAR)
 
 
 __all__ = [
