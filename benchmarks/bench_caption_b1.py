@@ -20,23 +20,19 @@ average is recorded, and only ratios from one run are meaningful. Prints a table
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
+import sys
 import tempfile
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks, when imported as a module
+import _caption_bench as cb
+from _caption_bench import default_batch_size as _default_batch_size  # gpu_check.py calls b1._default_batch_size
+from _caption_bench import write_images, write_json
+
 VIT_B16_384_GFLOP = 112.0  # 12 layers x (linear 8.2 + attention 1.0) GFLOP at 577 tokens, + patch embedding
 MAX_NEW_TOKENS = 20
-
-
-def _default_batch_size(num_beams: int = 1) -> int:
-    from vlgen.captioning.batch import resolve_batch_size
-
-    return resolve_batch_size(None, num_beams)  # what `vlgen caption` uses without --batch-size
 
 
 def build_b1(seed: int = 0):
@@ -50,19 +46,6 @@ def build_b1(seed: int = 0):
     torch.manual_seed(seed)
     model = BlipForConditionalGeneration(config).eval()
     return model, blip_processor(384)
-
-
-def write_images(folder: Path, n: int, seed: int) -> list[Path]:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"img_{i:03d}.png"
-        Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
 
 
 def fixed_length_captioner(model, processor, n_tokens: int):
@@ -84,20 +67,7 @@ def caption_methods(captioner, pipe, paths: list[Path], fixed: dict, batch_size:
     import torch
     from PIL import Image
 
-    from vlgen.captioning.batch import caption_images
-
     model, processor = captioner.model, captioner.processor
-    items = [(p.name, p) for p in paths]
-
-    def run_vlgen() -> list[str]:
-        rows: list[dict] = []
-        caption_images(captioner, items, None, batch_size=batch_size, num_beams=1,
-                       max_new_tokens=fixed["max_new_tokens"], echo=rows.append, num_workers=num_workers)  # fmt: skip
-        return [r["caption"] for r in rows]
-
-    def run_pipeline() -> list[str]:
-        out = [pipe(str(p), text="", generate_kwargs=fixed)[0]["generated_text"] for p in paths]
-        return [" ".join(t.split()) for t in out]
 
     def run_generate() -> list[str]:
         caps = []
@@ -109,7 +79,13 @@ def caption_methods(captioner, pipe, paths: list[Path], fixed: dict, batch_size:
                 caps += [" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True)]
         return caps
 
-    return {"vlgen_caption": run_vlgen, "pipeline": run_pipeline, "generate_batch8": run_generate}
+    return {
+        "vlgen_caption": cb.caption_images_method(
+            captioner, paths, batch_size, 1, fixed["max_new_tokens"], num_workers=num_workers
+        ),
+        "pipeline": cb.pipeline_method(pipe, paths, fixed, text=""),
+        "generate_batch8": run_generate,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -137,11 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     batch_size = args.batch_size or _default_batch_size()
     model, processor = build_b1(args.seed)
-    fixed = {"max_new_tokens": MAX_NEW_TOKENS, "min_new_tokens": MAX_NEW_TOKENS, "do_sample": False, "num_beams": 1}
+    fixed = cb.fixed_kwargs(MAX_NEW_TOKENS)
 
     captioner = fixed_length_captioner(model, processor, MAX_NEW_TOKENS)
     pipe = pipeline("image-text-to-text", model=model, processor=processor)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    run_matmul = cb.matmul_meter()
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_images(Path(tmp), args.images, args.seed)
@@ -154,14 +130,6 @@ def main(argv: list[str] | None = None) -> dict:
                         model.vision_model(pixel_values=pv_all[s : s + 8])
 
             return f
-
-        def run_matmul() -> float:  # GFLOP/s, best of 3 (the rate the hardware can reach right now)
-            ts = []
-            for _ in range(3):
-                t = time.perf_counter()
-                torch.mm(a, b)
-                ts.append(time.perf_counter() - t)
-            return 2 * 2048**3 / min(ts) / 1e9
 
         methods = {
             **caption_methods(captioner, pipe, paths, fixed, batch_size, num_workers=args.num_workers),
@@ -177,39 +145,24 @@ def main(argv: list[str] | None = None) -> dict:
         pipe(str(paths[0]), text="", generate_kwargs=fixed)
         run_matmul()
 
-        times: dict[str, list[float]] = {k: [] for k in methods}
-        rates: list[float] = []
-        captions: dict[str, list[str]] = {}
-        load = [os.getloadavg()[0]]
-        names = list(methods)
-        for r in range(args.repeats):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            rates.append(run_matmul())
-            for name in order:
-                t = time.perf_counter()
-                got = methods[name]()
-                times[name].append((time.perf_counter() - t) / args.images)
-                if isinstance(got, list):
-                    captions.setdefault(name, got)
-                rates.append(run_matmul())
-                load.append(os.getloadavg()[0])
-            done = ", ".join(f"{k} {v[-1]:.3f}" for k, v in times.items())
-            print(f"repeat {r + 1}: {done} s/image", flush=True)
-            # written after every repeat, so a run cut short still leaves its medians so far
-            write_json(summarise(args, batch_size, times, rates, captions, load, r + 1), args.out)
+        def write_so_far(timings: cb.Timings, repeats_done: int) -> None:
+            write_json(summarise(args, batch_size, timings, repeats_done), args.out)
 
-    result = summarise(args, batch_size, times, rates, captions, load, args.repeats)
+        timings = cb.alternate(methods, dict.fromkeys(methods, args.images), args.repeats, run_matmul, write_so_far)
+
+    result = summarise(args, batch_size, timings, args.repeats)
     _print_table(result)
     write_json(result, args.out)
     print(f"wrote {args.out}")
     return result
 
 
-def summarise(args, batch_size: int, times, rates, captions, load, repeats_done: int) -> dict:
+def summarise(args, batch_size: int, timings: cb.Timings, repeats_done: int) -> dict:
     import torch
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    rate = statistics.median(rates)
+    times, captions = timings.times, timings.captions()
+    med = cb.medians(times)
+    rate = statistics.median(timings.rates)
     floor = VIT_B16_384_GFLOP / rate
     result = {
         "setting": "B1",
@@ -225,32 +178,15 @@ def summarise(args, batch_size: int, times, rates, captions, load, repeats_done:
         "s_per_image_all": times,
         "encoder_vs_floor": {k: med[k] / floor for k in ("encoder_eager", "encoder_vlgen")},
         "vlgen_speedup_vs_pipeline": med["pipeline"] / med["vlgen_caption"],
-        # the same ratio within each repeat (both measured minutes apart at most, under the same load)
-        "vlgen_speedup_vs_pipeline_per_repeat": [
-            p / v for p, v in zip(times["pipeline"], times["vlgen_caption"], strict=True)
-        ],
+        "vlgen_speedup_vs_pipeline_per_repeat": cb.per_repeat_ratio(times, "pipeline", "vlgen_caption"),
         "vlgen_speedup_vs_generate_batch8": med["generate_batch8"] / med["vlgen_caption"],
         "captions_identical": {k: captions[k] == captions["generate_batch8"] for k in ("vlgen_caption", "pipeline")},
         "example_caption": captions["generate_batch8"][0],
-        "loadavg_1min": {"min": min(load), "median": statistics.median(load), "max": max(load)},
-        "versions": _versions(),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "loadavg_1min": cb.load_summary(timings.load),
+        "versions": cb.versions(),
+        "machine": cb.machine(),
     }
     return result
-
-
-def write_json(result: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(out)
-
-
-def _versions() -> dict:
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
 
 
 def _print_table(r: dict) -> None:
@@ -259,7 +195,6 @@ def _print_table(r: dict) -> None:
         f"\nB1: {r['images']} images 640x480 -> 384, greedy 20 tokens, {r['threads']} threads, median of "
         f"{r['repeats']}; matmul {r['matmul_gflops']:.0f} GFLOP/s; load avg {r['loadavg_1min']['median']:.1f}"
     )
-    print(f"{'method':<18}{'s/image':>9}{'images/s':>10}  note")
     notes = {
         "vlgen_caption": f"batch {r['vlgen_batch_size']}; {r['vlgen_speedup_vs_pipeline']:.2f}x pipeline images/s",
         "pipeline": "one image per call",
@@ -267,11 +202,8 @@ def _print_table(r: dict) -> None:
         "encoder_eager": f"{r['encoder_vs_floor']['encoder_eager']:.2f}x floor",
         "encoder_vlgen": f"{r['encoder_vs_floor']['encoder_vlgen']:.2f}x floor (SDPA, chunks)",
     }
-    for k, v in med.items():
-        print(f"{k:<18}{v:>9.3f}{1 / v:>10.3f}  {notes[k]}")
-    print(f"{'encoder floor':<18}{floor:>9.3f}{1 / floor:>10.3f}  {VIT_B16_384_GFLOP:.0f} GFLOP / matmul rate")
-    per_repeat = ", ".join(f"{x:.2f}" for x in r["vlgen_speedup_vs_pipeline_per_repeat"])
-    print(f"vlgen caption vs pipeline, per repeat: {per_repeat}")
+    cb.print_rows(med, notes, floor, f"{VIT_B16_384_GFLOP:.0f} GFLOP / matmul rate")
+    cb.print_per_repeat("vlgen caption vs pipeline", r["vlgen_speedup_vs_pipeline_per_repeat"])
     print(f"captions identical to plain generate: {r['captions_identical']}")
 
 

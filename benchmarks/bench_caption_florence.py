@@ -29,26 +29,20 @@ from one run are meaningful. Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
 import statistics
+import sys
 import tempfile
-import time
 from contextlib import nullcontext
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks, when imported as a module
+import _caption_bench as cb
+from _caption_bench import fixed_kwargs, write_images, write_json
 
 MAX_NEW_TOKENS = 20
 PROMPT = "<CAPTION>"
 IMAGE_SIZE = 768
 VOCAB_SIZE = 51328  # Florence-2-base's (florence-2-base.json)
-
-
-def _default_batch_size(num_beams: int = 1) -> int:
-    from vlgen.captioning.batch import resolve_batch_size
-
-    return resolve_batch_size(None, num_beams)  # what `vlgen caption` uses without --batch-size
 
 
 def build_florence(seed: int = 0, tiny: bool = False):
@@ -85,25 +79,6 @@ def vision_gflop(model, image_size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def write_images(folder: Path, n: int, seed: int, size: tuple[int, int] = (640, 480)) -> list[Path]:
-    """`n` random RGB PNGs of `size` (width, height)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"img_{i:03d}.png"
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
-
-
-def fixed_kwargs(n_tokens: int) -> dict:
-    """generate() arguments every method gets: greedy, exactly `n_tokens` new tokens."""
-    return {"max_new_tokens": n_tokens, "min_new_tokens": n_tokens, "do_sample": False, "num_beams": 1}
-
-
 def fixed_length_captioner(model, processor, n_tokens: int, fast_path: bool | None = None):
     """vlgen's VisionLanguageCaptioner generating exactly `n_tokens` (min_new_tokens added: caption_images passes
     no generate kwargs), with its Florence-2 fast path unless `fast_path=False`."""
@@ -123,22 +98,7 @@ def caption_methods(captioner, pipe, paths: list[Path], fixed: dict, batch_size:
     import torch
     from PIL import Image
 
-    from vlgen.captioning.batch import caption_images
-
     model, processor = captioner.model, captioner.processor
-    items = [(p.name, p) for p in paths]
-
-    def run_vlgen() -> list[str]:
-        rows: list[dict] = []
-        caption_images(captioner, items, None, batch_size=batch_size, num_beams=1,
-                       max_new_tokens=fixed["max_new_tokens"], echo=rows.append, num_workers=num_workers)  # fmt: skip
-        return [r["caption"] for r in rows]
-
-    def run_pipeline() -> list[str]:
-        out = [
-            pipe(str(p), text=PROMPT, generate_kwargs=fixed, return_full_text=False)[0]["generated_text"] for p in paths
-        ]
-        return [" ".join(t.split()) for t in out]
 
     def run_generate() -> list[str]:
         caps = []
@@ -152,7 +112,13 @@ def caption_methods(captioner, pipe, paths: list[Path], fixed: dict, batch_size:
                 caps += [" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True)]
         return caps
 
-    return {"vlgen_caption": run_vlgen, "pipeline": run_pipeline, "generate_batch8": run_generate}
+    return {
+        "vlgen_caption": cb.caption_images_method(
+            captioner, paths, batch_size, 1, fixed["max_new_tokens"], num_workers=num_workers
+        ),
+        "pipeline": cb.pipeline_method(pipe, paths, fixed, text=PROMPT, return_full_text=False),
+        "generate_batch8": run_generate,
+    }
 
 
 def generate_logits_max_abs_diff(model, processor, images, fixed: dict) -> float:
@@ -173,11 +139,6 @@ def generate_logits_max_abs_diff(model, processor, images, fixed: dict) -> float
         return float("inf")
     finite = torch.isfinite(plain) & torch.isfinite(fast_scores)  # forced / suppressed tokens are -inf in both
     return float((plain - fast_scores)[finite].abs().max())
-
-
-def _usage() -> tuple[float, float, int]:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime, r.ru_stime, r.ru_minflt
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -204,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    batch_size = args.batch_size or _default_batch_size()
+    batch_size = args.batch_size or cb.default_batch_size()
     model, processor = build_florence(args.seed, tiny=args.tiny)
     image_size = processor.image_processor.size["height"]
     fixed = fixed_kwargs(args.max_new_tokens)
@@ -215,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not captioner.fast_path:
         raise SystemExit("the Florence-2 fast path is off (VLGEN_FLORENCE_FAST_PATH or transformers' internals)")
     pipe = pipeline("image-text-to-text", model=model, processor=processor)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    run_matmul = cb.matmul_meter()
 
     with tempfile.TemporaryDirectory() as tmp:
         # --tiny: 160x120, under the 6x the 64 px input at which vlgen's decoder reduces images before the
@@ -236,14 +197,6 @@ def main(argv: list[str] | None = None) -> dict:
 
             return f
 
-        def run_matmul() -> float:  # GFLOP/s, best of 3 (the rate the hardware can reach right now)
-            ts = []
-            for _ in range(3):
-                t = time.perf_counter()
-                torch.mm(a, b)
-                ts.append(time.perf_counter() - t)
-            return 2 * 2048**3 / min(ts) / 1e9
-
         methods = {
             **caption_methods(captioner, pipe, paths, fixed, batch_size, num_workers=args.num_workers),
             "encoder_eager": run_encoder(False),
@@ -261,35 +214,11 @@ def main(argv: list[str] | None = None) -> dict:
         pipe(str(paths[0]), text=PROMPT, generate_kwargs=fixed, return_full_text=False)
         run_matmul()
 
-        times: dict[str, list[float]] = {k: [] for k in methods}
-        usage: dict[str, list[dict]] = {k: [] for k in methods}
-        rates: list[float] = []
-        captions: dict[str, list[str]] = {}
-        encoder_out: dict[str, torch.Tensor] = {}
-        load = [os.getloadavg()[0]]
-        names = list(methods)
-        for r in range(args.repeats):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            rates.append(run_matmul())
-            for name in order:
-                n = per_method_images[name]
-                u0, s0, f0 = _usage()
-                t = time.perf_counter()
-                got = methods[name]()
-                times[name].append((time.perf_counter() - t) / n)
-                u1, s1, f1 = _usage()
-                usage[name].append({"user_s": (u1 - u0) / n, "sys_s": (s1 - s0) / n, "minflt": (f1 - f0) / n})
-                if isinstance(got, list):
-                    captions.setdefault(name, got)
-                else:
-                    encoder_out.setdefault(name, got)
-                rates.append(run_matmul())
-                load.append(os.getloadavg()[0])
-            done = ", ".join(f"{k} {v[-1]:.3f}" for k, v in times.items())
-            print(f"repeat {r + 1}: {done} s/image", flush=True)
-            # written after every repeat, so a run cut short still leaves its medians so far
-            result = summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, encoder_out, load)
-            write_json({**result, "repeats": r + 1}, args.out)
+        def write_so_far(timings: cb.Timings, repeats_done: int) -> None:
+            result = summarise(args, batch_size, gflop, image_size, timings)
+            write_json({**result, "repeats": repeats_done}, args.out)
+
+        timings = cb.alternate(methods, per_method_images, args.repeats, run_matmul, write_so_far)
 
         # At transformers' init a published-size model's captions hardly depend on the image, so equal captions say
         # little on their own: compare every step's logits of plain generate and vlgen's path on two images too.
@@ -297,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
             model, processor, [Image.open(p).convert("RGB") for p in paths[:2]], fixed
         )
 
-    result = summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, encoder_out, load)
+    result = summarise(args, batch_size, gflop, image_size, timings)
     result["generate_logits_max_abs_diff"] = logits_diff
     _print_table(result)
     write_json(result, args.out)
@@ -305,15 +234,15 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, encoder_out, load) -> dict:
+def summarise(args, batch_size, gflop, image_size, timings: cb.Timings) -> dict:
     import torch
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    rate = statistics.median(rates)
+    times, captions = timings.times, timings.captions()
+    med = cb.medians(times)
+    rate = statistics.median(timings.rates)
     floor = gflop / rate
-    cpu = {k: statistics.median(u["user_s"] + u["sys_s"] for u in v) for k, v in usage.items()}
     ref_caps = captions["generate_batch8"]
-    eager, fast = encoder_out["encoder_eager"], encoder_out["encoder_vlgen"]
+    eager, fast = timings.outputs["encoder_eager"], timings.outputs["encoder_vlgen"]  # the tower's outputs
     return {
         "setting": "B1 method, Florence-2-base" + (" (TINY model: plumbing only)" if args.tiny else ""),
         "model": "tiny Florence-2 (vlgen.testing.florence2)" if args.tiny else "florence-2-base, random weights",
@@ -330,38 +259,21 @@ def summarise(args, batch_size, gflop, image_size, times, usage, rates, captions
         "encoder_floor_s_per_image": floor,
         "s_per_image": med,
         "s_per_image_all": times,
-        "cpu_s_per_image": cpu,
-        "usage_per_image_all": usage,
+        "cpu_s_per_image": cb.cpu_medians(timings.usage),
+        "usage_per_image_all": timings.usage,
         "encoder_vs_floor": {k: med[k] / floor for k in ("encoder_eager", "encoder_vlgen")},
         "vlgen_speedup_vs_pipeline": med["pipeline"] / med["vlgen_caption"],
-        # the same ratio within each repeat (both measured minutes apart at most, under the same load)
-        "vlgen_speedup_vs_pipeline_per_repeat": [
-            p / v for p, v in zip(times["pipeline"], times["vlgen_caption"], strict=True)
-        ],
+        "vlgen_speedup_vs_pipeline_per_repeat": cb.per_repeat_ratio(times, "pipeline", "vlgen_caption"),
         "vlgen_speedup_vs_generate_batch8": med["generate_batch8"] / med["vlgen_caption"],
         "generate_batch8_speedup_vs_pipeline": med["pipeline"] / med["generate_batch8"],
         "captions_identical": {k: captions[k] == ref_caps for k in ("vlgen_caption", "pipeline")},
         "encoder_outputs_allclose": bool(torch.allclose(fast, eager, rtol=1e-4, atol=1e-4)),
         "encoder_max_abs_diff": float((fast - eager).abs().max()),
         "example_caption": ref_caps[0],
-        "loadavg_1min": {"min": min(load), "median": statistics.median(load), "max": max(load)},
-        "versions": _versions(),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "loadavg_1min": cb.load_summary(timings.load),
+        "versions": cb.versions(),
+        "machine": cb.machine(),
     }
-
-
-def write_json(result: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(out)
-
-
-def _versions() -> dict:
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
 
 
 def _print_table(r: dict) -> None:
@@ -371,7 +283,6 @@ def _print_table(r: dict) -> None:
         f"{r['threads']} threads, median of {r['repeats']}; matmul {r['matmul_gflops']:.0f} GFLOP/s; "
         f"load avg {r['loadavg_1min']['median']:.1f}"
     )
-    print(f"{'method':<18}{'s/image':>9}{'images/s':>10}{'cpu s/img':>11}  note")
     notes = {
         "vlgen_caption": f"batch {r['vlgen_batch_size']}; {r['vlgen_speedup_vs_pipeline']:.2f}x pipeline images/s",
         "pipeline": "one image per call",
@@ -379,12 +290,9 @@ def _print_table(r: dict) -> None:
         "encoder_eager": f"{r['encoder_vs_floor']['encoder_eager']:.2f}x floor",
         "encoder_vlgen": f"{r['encoder_vs_floor']['encoder_vlgen']:.2f}x floor (florence_fast.davit_forward)",
     }
-    for k, v in med.items():
-        print(f"{k:<18}{v:>9.3f}{1 / v:>10.3f}{cpu[k]:>11.3f}  {notes[k]}")
-    gf = r["vision_gflop_per_image"]
-    print(f"{'encoder floor':<18}{floor:>9.3f}{1 / floor:>10.3f}{'':>11}  {gf:.1f} GFLOP / matmul rate")
-    per_repeat = ", ".join(f"{x:.2f}" for x in r["vlgen_speedup_vs_pipeline_per_repeat"])
-    print(f"vlgen caption vs pipeline, per repeat: {per_repeat}")
+    floor_note = f"{r['vision_gflop_per_image']:.1f} GFLOP / matmul rate"
+    cb.print_rows(med, notes, floor, floor_note, cpu=cpu)
+    cb.print_per_repeat("vlgen caption vs pipeline", r["vlgen_speedup_vs_pipeline_per_repeat"])
     print(f"captions identical to plain generate: {r['captions_identical']}; encoder outputs allclose: "
           f"{r['encoder_outputs_allclose']} (max abs diff {r['encoder_max_abs_diff']:.2e}); generate logits, "
           f"plain vs vlgen's path: max abs diff {r.get('generate_logits_max_abs_diff', float('nan')):.2e}")  # fmt: skip

@@ -32,27 +32,18 @@ processes not included). Only ratios from one run are meaningful. Prints a table
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import resource
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks, when imported as a module
-from bench_caption_b1 import _versions, write_json
+import _caption_bench as cb
+from _caption_bench import fixed_kwargs, write_images, write_json
 
 MAX_NEW_TOKENS = 20
 IMAGE_SIZE = 224
 VOCAB_SIZE = 50257  # GPT-2's (vit-gpt2.json)
-
-
-def _default_batch_size(num_beams: int = 1) -> int:
-    from vlgen.captioning.batch import resolve_batch_size
-
-    return resolve_batch_size(None, num_beams)  # what `vlgen caption` uses without --batch-size
 
 
 def build_vit_gpt2(seed: int = 0, tiny: bool = False):
@@ -67,20 +58,6 @@ def build_vit_gpt2(seed: int = 0, tiny: bool = False):
     torch.manual_seed(seed)
     model = published_model("vit-gpt2", device="cpu")
     return model, vit_image_processor(IMAGE_SIZE), gpt2_tokenizer(model_max_length=1024, vocab_size=VOCAB_SIZE)
-
-
-def write_images(folder: Path, n: int, seed: int, size: tuple[int, int] = (640, 480)) -> list[Path]:
-    """`n` random RGB PNGs of `size` (width, height)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"img_{i:03d}.png"
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
 
 
 def caption_processor(image_processor, tokenizer):
@@ -115,11 +92,6 @@ def encoder_gflop(model, image_size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def fixed_kwargs(n_tokens: int, num_beams: int = 1) -> dict:
-    """generate() arguments every method gets: exactly `n_tokens` new tokens, no sampling."""
-    return {"max_new_tokens": n_tokens, "min_new_tokens": n_tokens, "do_sample": False, "num_beams": num_beams}
-
-
 def fixed_length_captioner(model, image_processor, tokenizer, n_tokens: int, fast_path: bool | None = None):
     """vlgen's VitGpt2Captioner generating exactly `n_tokens` (min_new_tokens added: caption_images passes no
     generate kwargs), with its fast path unless `fast_path=False`."""
@@ -138,24 +110,11 @@ def caption_methods(captioner, plain_captioner, pipe, paths, fixed: dict, batch_
     import torch
     from PIL import Image
 
-    from vlgen.captioning.batch import caption_images
-
     model, image_processor, tokenizer = captioner.model, captioner.image_processor, captioner.tokenizer
-    items = [(p.name, p) for p in paths]
 
     def run_vlgen(cap):
-        def f() -> list[str]:
-            rows: list[dict] = []
-            n_beams, n_tokens = fixed["num_beams"], fixed["max_new_tokens"]
-            caption_images(cap, items, None, batch_size=batch_size, num_beams=n_beams, max_new_tokens=n_tokens,
-                           echo=rows.append, num_workers=num_workers)  # fmt: skip
-            return [r["caption"] for r in rows]
-
-        return f
-
-    def run_pipeline() -> list[str]:
-        out = [pipe(str(p), text="", generate_kwargs=fixed)[0]["generated_text"] for p in paths]
-        return [" ".join(t.split()) for t in out]
+        n_beams, n_tokens = fixed["num_beams"], fixed["max_new_tokens"]
+        return cb.caption_images_method(cap, paths, batch_size, n_beams, n_tokens, num_workers=num_workers)
 
     def run_generate() -> list[str]:
         caps = []
@@ -172,14 +131,9 @@ def caption_methods(captioner, plain_captioner, pipe, paths, fixed: dict, batch_
     return {
         "vlgen_caption": run_vlgen(captioner),
         "vlgen_caption_plain": run_vlgen(plain_captioner),
-        "pipeline": run_pipeline,
+        "pipeline": cb.pipeline_method(pipe, paths, fixed, text=""),
         "generate_batch8": run_generate,
     }
-
-
-def _usage() -> tuple[float, float, int]:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime, r.ru_stime, r.ru_minflt
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -207,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    batch_size = args.batch_size or _default_batch_size(args.num_beams)
+    batch_size = args.batch_size or cb.default_batch_size(args.num_beams)
     model, image_processor, tokenizer = build_vit_gpt2(args.seed, tiny=args.tiny)
     image_size = image_processor.size["height"]
     fixed = fixed_kwargs(args.max_new_tokens, args.num_beams)
@@ -218,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("the ViT-GPT2 fast path is off (VLGEN_VIT_GPT2_FAST_PATH or transformers' internals)")
     plain_captioner = fixed_length_captioner(model, image_processor, tokenizer, args.max_new_tokens, fast_path=False)
     pipe = pipeline("image-text-to-text", model=model, processor=caption_processor(image_processor, tokenizer))
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    run_matmul = cb.matmul_meter()
 
     with tempfile.TemporaryDirectory() as tmp:
         # --tiny: 160x120, under the 6x the 32 px input at which vlgen's decoder reduces images before the
@@ -230,14 +184,6 @@ def main(argv: list[str] | None = None) -> dict:
             with torch.inference_mode():
                 for s in range(0, len(pv_all), batch_size):
                     model.encoder(pixel_values=pv_all[s : s + batch_size])
-
-        def run_matmul() -> float:  # GFLOP/s, best of 3 (the rate the hardware can reach right now)
-            ts = []
-            for _ in range(3):
-                t = time.perf_counter()
-                torch.mm(a, b)
-                ts.append(time.perf_counter() - t)
-            return 2 * 2048**3 / min(ts) / 1e9
 
         methods = {
             **caption_methods(captioner, plain_captioner, pipe, paths, fixed, batch_size, num_workers=args.num_workers),
@@ -265,47 +211,26 @@ def main(argv: list[str] | None = None) -> dict:
             "generate_logits_max_abs": max(float(a.abs().max()) for a in ref.logits),
         }
 
-        times: dict[str, list[float]] = {k: [] for k in methods}
-        usage: dict[str, list[dict]] = {k: [] for k in methods}
-        rates: list[float] = []
-        captions: dict[str, list[str]] = {}
-        load = [os.getloadavg()[0]]
-        names = list(methods)
-        for r in range(args.repeats):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            rates.append(run_matmul())
-            for name in order:
-                u0, s0, f0 = _usage()
-                t = time.perf_counter()
-                got = methods[name]()
-                times[name].append((time.perf_counter() - t) / len(paths))
-                u1, s1, f1 = _usage()
-                n = len(paths)
-                usage[name].append({"user_s": (u1 - u0) / n, "sys_s": (s1 - s0) / n, "minflt": (f1 - f0) / n})
-                if isinstance(got, list):
-                    captions.setdefault(name, got)
-                rates.append(run_matmul())
-                load.append(os.getloadavg()[0])
-            done = ", ".join(f"{k} {v[-1]:.3f}" for k, v in times.items())
-            print(f"repeat {r + 1}: {done} s/image", flush=True)
-            # written after every repeat, so a run cut short still leaves its medians so far
-            result = summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, load, logits_check)
-            write_json({**result, "repeats": r + 1}, args.out)
+        def write_so_far(timings: cb.Timings, repeats_done: int) -> None:
+            result = summarise(args, batch_size, gflop, image_size, timings, logits_check)
+            write_json({**result, "repeats": repeats_done}, args.out)
 
-    result = summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, load, logits_check)
+        timings = cb.alternate(methods, dict.fromkeys(methods, len(paths)), args.repeats, run_matmul, write_so_far)
+
+    result = summarise(args, batch_size, gflop, image_size, timings, logits_check)
     _print_table(result)
     write_json(result, args.out)
     print(f"wrote {args.out}")
     return result
 
 
-def summarise(args, batch_size, gflop, image_size, times, usage, rates, captions, load, logits_check) -> dict:
+def summarise(args, batch_size, gflop, image_size, timings: cb.Timings, logits_check: dict) -> dict:
     import torch
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    rate = statistics.median(rates)
+    times, captions = timings.times, timings.captions()
+    med = cb.medians(times)
+    rate = statistics.median(timings.rates)
     floor = gflop / rate
-    cpu = {k: statistics.median(u["user_s"] + u["sys_s"] for u in v) for k, v in usage.items()}
     ref_caps = captions["generate_batch8"]
     return {
         "setting": "B1 method, ViT-GPT2" + (" (TINY model: plumbing only)" if args.tiny else ""),
@@ -324,17 +249,12 @@ def summarise(args, batch_size, gflop, image_size, times, usage, rates, captions
         "encoder_floor_s_per_image": floor,
         "s_per_image": med,
         "s_per_image_all": times,
-        "cpu_s_per_image": cpu,
-        "usage_per_image_all": usage,
+        "cpu_s_per_image": cb.cpu_medians(timings.usage),
+        "usage_per_image_all": timings.usage,
         "encoder_vs_floor": med["encoder"] / floor,
         "vlgen_speedup_vs_pipeline": med["pipeline"] / med["vlgen_caption"],
-        # the same ratio within each repeat (both measured minutes apart at most, under the same load)
-        "vlgen_speedup_vs_pipeline_per_repeat": [
-            p / v for p, v in zip(times["pipeline"], times["vlgen_caption"], strict=True)
-        ],
-        "vlgen_speedup_vs_vlgen_plain_per_repeat": [
-            p / v for p, v in zip(times["vlgen_caption_plain"], times["vlgen_caption"], strict=True)
-        ],
+        "vlgen_speedup_vs_pipeline_per_repeat": cb.per_repeat_ratio(times, "pipeline", "vlgen_caption"),
+        "vlgen_speedup_vs_vlgen_plain_per_repeat": cb.per_repeat_ratio(times, "vlgen_caption_plain", "vlgen_caption"),
         "vlgen_speedup_vs_generate_batch8": med["generate_batch8"] / med["vlgen_caption"],
         "generate_batch8_speedup_vs_pipeline": med["pipeline"] / med["generate_batch8"],
         "captions_identical": {
@@ -343,9 +263,9 @@ def summarise(args, batch_size, gflop, image_size, times, usage, rates, captions
         **logits_check,
         "distinct_captions": len(set(ref_caps)),
         "example_caption": ref_caps[0],
-        "loadavg_1min": {"min": min(load), "median": statistics.median(load), "max": max(load)},
-        "versions": _versions(),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "loadavg_1min": cb.load_summary(timings.load),
+        "versions": cb.versions(),
+        "machine": cb.machine(),
     }
 
 
@@ -357,7 +277,6 @@ def _print_table(r: dict) -> None:
         f"{r['max_new_tokens']} tokens, {r['threads']} threads, median of {r['repeats']}; "
         f"matmul {r['matmul_gflops']:.0f} GFLOP/s; load avg {r['loadavg_1min']['median']:.1f}"
     )
-    print(f"{'method':<20}{'s/image':>9}{'images/s':>10}{'cpu s/img':>11}  note")
     notes = {
         "vlgen_caption": f"batch {r['vlgen_batch_size']}; {r['vlgen_speedup_vs_pipeline']:.2f}x pipeline images/s",
         "vlgen_caption_plain": "the same, fast_path=False",
@@ -365,14 +284,10 @@ def _print_table(r: dict) -> None:
         "generate_batch8": f"plain model.generate; {r['generate_batch8_speedup_vs_pipeline']:.2f}x pipeline",
         "encoder": f"{r['encoder_vs_floor']:.2f}x floor (the ViT alone; the fast path leaves it as it is)",
     }
-    for k, v in med.items():
-        print(f"{k:<20}{v:>9.3f}{1 / v:>10.3f}{cpu[k]:>11.3f}  {notes[k]}")
-    gf = r["encoder_gflop_per_image"]
-    print(f"{'encoder floor':<20}{floor:>9.3f}{1 / floor:>10.3f}{'':>11}  {gf:.1f} GFLOP / matmul rate")
-    per_repeat = ", ".join(f"{x:.2f}" for x in r["vlgen_speedup_vs_pipeline_per_repeat"])
-    print(f"vlgen caption vs pipeline, per repeat: {per_repeat}")
-    per_repeat = ", ".join(f"{x:.2f}" for x in r["vlgen_speedup_vs_vlgen_plain_per_repeat"])
-    print(f"vlgen caption fast path vs fast_path=False, per repeat: {per_repeat}")
+    floor_note = f"{r['encoder_gflop_per_image']:.1f} GFLOP / matmul rate"
+    cb.print_rows(med, notes, floor, floor_note, cpu=cpu, width=20)
+    cb.print_per_repeat("vlgen caption vs pipeline", r["vlgen_speedup_vs_pipeline_per_repeat"])
+    cb.print_per_repeat("vlgen caption fast path vs fast_path=False", r["vlgen_speedup_vs_vlgen_plain_per_repeat"])
     print(f"captions identical to plain generate: {r['captions_identical']} ({r['distinct_captions']} distinct); "
           f"fast path vs plain generate on 4 images: sequences equal {r['generate_sequences_equal']}, every "
           f"step's logits within {r['generate_logits_max_abs_diff']:.1e} (values up to "

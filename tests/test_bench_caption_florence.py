@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import import_benchmark
 
 
 def _bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bench_caption_florence
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return bench_caption_florence
+    return import_benchmark("bench_caption_florence")
 
 
 def test_fixed_length_captioner_generates_exactly_n_tokens_with_the_fast_path(tmp_path, monkeypatch):
