@@ -168,9 +168,9 @@ def test_nf4_is_refused_with_cpu_even_where_cuda_is(icons, tmp_path, monkeypatch
 @pytest.mark.skipif(torch.cuda.is_available(), reason="diffusers loads nf4 where there is a GPU")
 def test_diffusers_still_refuses_bitsandbytes_on_cpu(tiny_flux_dir):
     """Why nf4 is refused on CPU although bitsandbytes has a CPU backend. If this fails, diffusers loads nf4 on
-    CPU now: drop the refusal in lora_trainer._check_quantize_base and NEEDS_CUDA here."""
+    CPU now: drop the refusal in quantize.check_quantize_base and NEEDS_CUDA here."""
     from vlgen.t2i.families import FAMILIES
-    from vlgen.t2i.lora_trainer import denoiser_quantization_config
+    from vlgen.t2i.quantize import denoiser_quantization_config
 
     with pytest.raises(RuntimeError, match="No GPU found. A GPU is needed for quantization."):
         FAMILIES["flux"].load_denoiser(tiny_flux_dir, denoiser_quantization_config("nf4", torch.float32), torch.float32)

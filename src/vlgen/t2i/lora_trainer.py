@@ -13,17 +13,17 @@ and skip repeated work:
 - latents and frozen-text-encoder embeddings are computed once (lora_data.py).
 Multi-GPU: `accelerate launch -m vlgen train lora ...` (DDP averages the LoRA gradients). The loop itself
 (accumulation, checkpoints, history) is vlgen.training.loop, shared with `train caption`.
+Loading a quantised base (--quantize-base) is quantize.py; scoring validation images and swapping in the
+EMA weights for them, validation_metrics.py. What is left here: set-up, the loss, the loop, validation images.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from vlgen.errors import ConfigError
 from vlgen.fileio import check_output_dir
 from vlgen.memory import release_memory
 from vlgen.t2i.buckets import bucketed_batches
-from vlgen.t2i.conditioning import drop_frozen, load_components, restore_frozen
+from vlgen.t2i.conditioning import drop_frozen, restore_frozen
 from vlgen.t2i.lora_config import (
     RESUME_MAY_DIFFER,
     RESUME_PATH_KEYS,
@@ -50,6 +50,8 @@ from vlgen.t2i.lora_data import (
     instance_examples,
 )
 from vlgen.t2i.objectives import ddpm_weights
+from vlgen.t2i.quantize import check_quantize_base, load_training_components
+from vlgen.t2i.validation_metrics import validate_and_score
 from vlgen.training.loop import (
     LoopSettings,
     TrainingLoop,
@@ -60,9 +62,6 @@ from vlgen.training.loop import (
     save_run_config,
 )
 from vlgen.training.schedules import build_scheduler, ignored_warmup
-
-if TYPE_CHECKING:
-    from vlgen.t2i.families.base import Components
 
 
 def check_config(cfg: LoraTrainConfig) -> None:
@@ -133,58 +132,8 @@ def check_config(cfg: LoraTrainConfig) -> None:
                 "--use-8bit-adam needs bitsandbytes: pip install bitsandbytes, or pass --no-use-8bit-adam"
             ) from None
     if cfg.quantize_base is not None:
-        _check_quantize_base(cfg)
+        check_quantize_base(cfg)
     check_output_dir(cfg.output_dir, "--output-dir")
-
-
-# --quantize-base -> the library diffusers quantises with ('vlgen[quant]' installs both)
-QUANTIZE_LIBRARIES = {"nf4": "bitsandbytes", "int8": "torchao"}
-
-
-def _check_quantize_base(cfg: LoraTrainConfig) -> None:
-    kind = cfg.quantize_base
-    if kind not in QUANTIZE_LIBRARIES:
-        raise ConfigError(f"--quantize-base {kind}: choose {' or '.join(QUANTIZE_LIBRARIES)}")
-    if kind == "nf4" and (cfg.cpu or not torch.cuda.is_available()):
-        # bitsandbytes has a CPU backend, but diffusers' quantizer refuses to load without a GPU (0.42:
-        # BnB4BitDiffusersQuantizer.validate_environment raises "No GPU found. A GPU is needed for quantization.").
-        raise ConfigError(
-            "--quantize-base nf4 needs a CUDA GPU (diffusers' bitsandbytes quantizer does not load on CPU); "
-            "on this machine use --quantize-base int8"
-        )
-    library = QUANTIZE_LIBRARIES[kind]
-    try:
-        importlib.import_module(library)
-    except ImportError:
-        raise ConfigError(f"--quantize-base {kind} needs {library}: pip install 'vlgen[quant]'") from None
-
-
-def denoiser_quantization_config(kind: str | None, compute_dtype: torch.dtype) -> Any:
-    """diffusers' quantization config of the frozen denoiser for --quantize-base, None for none.
-
-    nf4: bitsandbytes 4-bit NormalFloat weights, matmuls in `compute_dtype` (the training dtype), as diffusers'
-    flux_lora_quantization recipe; int8: torchao int8 weight-only (per-channel scales; runs on CPU).
-    """
-    if kind is None:
-        return None
-    if kind == "nf4":
-        from diffusers import BitsAndBytesConfig
-
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
-    from diffusers import TorchAoConfig
-    from torchao.quantization import Int8WeightOnlyConfig
-
-    return TorchAoConfig(Int8WeightOnlyConfig())
-
-
-def load_training_components(cfg: LoraTrainConfig, weight_dtype: torch.dtype) -> Components:
-    """The base's parts for training: with --quantize-base the denoiser is loaded quantised, the rest of it in
-    `weight_dtype` (a quantised model cannot be cast later); the other parts as `load_components` loads them."""
-    qconfig = denoiser_quantization_config(cfg.quantize_base, weight_dtype)
-    kwargs = {} if qconfig is None else {"quantization_config": qconfig, "torch_dtype": weight_dtype}
-    return load_components(
-        cfg.pretrained_model_name_or_path, cfg.pretrained_vae_model_name_or_path, cfg.family, **kwargs
-    )
 
 
 def _family(cfg: LoraTrainConfig):
@@ -271,7 +220,7 @@ class _LoraTask(TrainingTask):
         if t.ema is not None:
             t.ema.step(t.trainable.parameters())
         if t.cfg.validation_prompt and t.cfg.validation_steps and step % t.cfg.validation_steps == 0:
-            row.update(t.validate_and_score(f"step-{step:06d}", state))
+            row.update(validate_and_score(t, f"step-{step:06d}", state))
         t._t_step = time.perf_counter()  # validation is not part of the next step
 
 
@@ -544,50 +493,6 @@ class LoraTrainer:
             )
         ]
         return self.family.pipeline(self.parts, denoiser=self.acc.unwrap_model(self.unet), text_encoders=encoders)
-
-    @contextlib.contextmanager
-    def ema_weights(self):
-        """The EMA weights in the model inside (what users generate with), the raw ones restored after."""
-        if self.ema is None:
-            yield
-            return
-        params = list(self.trainable.parameters())
-        self.ema.store(params)
-        self.ema.copy_to(params)
-        try:
-            yield
-        finally:
-            self.ema.restore(params)
-
-    def validate_and_score(self, name: str, state: dict[str, Any]) -> dict[str, float]:
-        """Validation images (with the EMA weights under --use-ema), their --validation-metrics scores, and the
-        LoRA kept in OUT/best/ when --metric-for-best-model improved. Returns the scores for the history row."""
-        cfg = self.cfg
-        with self.ema_weights():
-            paths = self.validate(name)
-            scores = self.score(paths) if paths else {}
-            key = cfg.metric_for_best_model
-            if key and key in scores and self.acc.is_main_process:
-                best = state.get("best")
-                if best is None or scores[key] > best["value"]:  # CLIP-T, CLIP-I, DINO: higher is better
-                    from vlgen.t2i.outputs import save_lora_files
-
-                    save_lora_files(self, self.out / "best")
-                    state["best"] = {"metric": key, "value": scores[key], "step": state["global_step"]}
-        return scores
-
-    def score(self, paths: list[Path]) -> dict[str, float]:
-        """--validation-metrics of validation images: CLIP-T against the prompt, CLIP-I and DINO against the
-        instance images (vlgen.metrics.image, as `vlgen evaluate images` computes them)."""
-        from vlgen.t2i.validation_metrics import ValidationScorer
-
-        keys = validation_metric_keys(self.cfg)
-        if not keys:
-            return {}
-        if getattr(self, "_scorer", None) is None:
-            self._scorer = ValidationScorer(self.cfg, [e.path for e in self.instances], keys, str(self.acc.device))
-        prompt = self.cfg.validation_prompt or self.cfg.instance_prompt
-        return self._scorer(paths, prompt)
 
     @torch.no_grad()
     def validate(self, name: str, prompt: str | None = None) -> list[Path]:

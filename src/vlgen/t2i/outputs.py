@@ -44,6 +44,7 @@ def write_outputs(trainer: LoraTrainer, state: dict[str, Any], seconds: float) -
 
     from vlgen.t2i.grid import image_grid
     from vlgen.t2i.model_card import write_model_card
+    from vlgen.t2i.validation_metrics import score_images
 
     cfg, out = trainer.cfg, trainer.out
     family = trainer.family
@@ -54,7 +55,7 @@ def write_outputs(trainer: LoraTrainer, state: dict[str, Any], seconds: float) -
 
     prompt = cfg.validation_prompt or cfg.instance_prompt
     paths = trainer.validate("final", prompt)
-    scores = trainer.score(paths) if paths else {}
+    scores = score_images(trainer, paths) if paths else {}
     if scores and state["history"]:
         state["history"][-1].update(scores)
     key = cfg.metric_for_best_model
