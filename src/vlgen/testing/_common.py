@@ -1,4 +1,5 @@
-"""What every tiny builder shares: seeding without side effects, and an atomic model directory.
+"""What every tiny builder shares: seeding without side effects, and an atomic model directory; and the UNet
+and VAE sizes both tiny Stable Diffusion bases (sd15.py, sdxl.py) are built at.
 
 A builder writes into a fresh temporary directory next to `out` and renames it into place only when
 everything was saved, so an interrupted build never leaves a half-written model that `from_pretrained`
@@ -12,11 +13,16 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vlgen.errors import VlgenError
 from vlgen.fileio import atomic_directory, check_output_dir, write_json
 
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
 MARKER = "vlgen_tiny.json"
+TINY_SD_LATENT_SIZE = 8  # 64 px / vae_scale_factor 8 (SD 1.5: 64 latents at 512 px; SDXL: 128 at 1024)
 
 
 @contextmanager
@@ -81,3 +87,39 @@ def file_digests(root: str | os.PathLike) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def tiny_sd_unet(**layout: Any) -> UNet2DConditionModel:
+    """A UNet2DConditionModel at the tiny SD size: 8x8 latents, 4 channels in and out, two levels 32 and 64
+    wide of 2 ResNets each. `layout` is the family's own: block types and their order, attention heads,
+    cross-attention width, extra conditioning (each family writes it out where it calls this)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=TINY_SD_LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        **layout,
+    )
+
+
+def tiny_sd_vae(scaling_factor: float, **family: Any) -> AutoencoderKL:
+    """4 levels (3 downsamplings): the real `vae_scale_factor` of 8, at 16-32 channels, 4 latent channels.
+    `family`: what else the family's VAE sets (SDXL: force_upcast)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+        **family,
+    )

@@ -22,26 +22,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlgen.testing._common import component_seed, seeded, write_model_dir
+from vlgen.testing._common import component_seed, seeded, tiny_sd_unet, tiny_sd_vae, write_model_dir
 from vlgen.testing.clip import clip_text_kwargs, clip_tokenizer
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
 TINY_TEXT_HIDDEN = 32  # CLIP ViT-L/14: 768
-TINY_LATENT_SIZE = 8  # 64 px / vae_scale_factor 8 (SD 1.5: 64 latents, 512 px)
 SD15_SCALING_FACTOR = 0.18215
 
 
 def tiny_sd15_unet() -> UNet2DConditionModel:
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=TINY_LATENT_SIZE,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=2,
+    return tiny_sd_unet(
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         attention_head_dim=4,  # SD 1.5's config means heads here: 4 heads of 8 channels at 32 wide
@@ -50,21 +42,7 @@ def tiny_sd15_unet() -> UNet2DConditionModel:
 
 
 def tiny_sd15_vae() -> AutoencoderKL:
-    """4 levels (3 downsamplings): the real `vae_scale_factor` of 8, at 16-32 channels."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 32, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=4,
-        sample_size=64,
-        scaling_factor=SD15_SCALING_FACTOR,
-    )
+    return tiny_sd_vae(scaling_factor=SD15_SCALING_FACTOR)
 
 
 def sd15_scheduler() -> PNDMScheduler:

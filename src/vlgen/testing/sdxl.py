@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlgen.errors import DataError
 from vlgen.fileio import write_json
-from vlgen.testing._common import component_seed, seeded, write_model_dir
+from vlgen.testing._common import component_seed, seeded, tiny_sd_unet, tiny_sd_vae, write_model_dir
 from vlgen.testing.clip import clip_text_kwargs, clip_tokenizer
 
 if TYPE_CHECKING:
@@ -41,21 +41,13 @@ if TYPE_CHECKING:
 TINY_TEXT_HIDDEN = 32  # each text encoder
 TINY_POOLED_DIM = 32  # text_encoder_2's projection_dim (SDXL: 1280)
 TINY_TIME_EMBED_DIM = 8  # SDXL: 256
-TINY_LATENT_SIZE = 8  # 64 px / vae_scale_factor 8
 SDXL_SCALING_FACTOR = 0.13025
 VAE_FIT_STEPS = 1500  # `--vae-steps` default: flat shapes on a plain background reconstruct recognisably
 VAE_FIT_FILE = "vae_fit.json"  # written next to model_index.json when the VAE was fitted
 
 
 def tiny_sdxl_unet() -> UNet2DConditionModel:
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=TINY_LATENT_SIZE,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=2,
+    return tiny_sd_unet(
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4),
@@ -69,22 +61,9 @@ def tiny_sdxl_unet() -> UNet2DConditionModel:
 
 
 def tiny_sdxl_vae(force_upcast: bool = True) -> AutoencoderKL:
-    """4 levels (3 downsamplings): the real `vae_scale_factor` of 8, at 16-32 channels."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 32, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=4,
-        sample_size=64,
-        scaling_factor=SDXL_SCALING_FACTOR,
-        force_upcast=force_upcast,  # sdxl-base: True (fp16 overflows); the fp16-fix VAE: False
-    )
+    """sdxl-base's VAE or, with force_upcast=False, sdxl-vae-fp16-fix's."""
+    # sdxl-base: True (its fp16 activations overflow); the fp16-fix VAE: False
+    return tiny_sd_vae(scaling_factor=SDXL_SCALING_FACTOR, force_upcast=force_upcast)
 
 
 def sdxl_scheduler() -> EulerDiscreteScheduler:
