@@ -1,4 +1,9 @@
-"""SDXL's inputs besides the latents: loading the components, prompt embeddings and time ids.
+"""Loading a base's parts, and the prompt conditioning the families share.
+
+- loading, for any family: `load_components` (the family read from the base's model_index.json), a separate
+  VAE (`resolve_vae`, `load_vae`), and `drop_frozen` / `restore_frozen` (the Components methods, as functions);
+- `tokenize`: the CLIP tokenisers' padding, as the pipelines pad (SDXL, SD 1.5);
+- SDXL's inputs besides the latents: `encode_prompt` (prompt embeddings), `time_ids_tensor`, `unet_conditioning`.
 
 SDXL conditions its UNet on (Podell et al. 2023):
 - `encoder_hidden_states` (B, 77, 768 + 1280 = 2048): the *penultimate* hidden states of CLIP ViT-L

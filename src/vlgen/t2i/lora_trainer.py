@@ -259,7 +259,7 @@ class LoraTrainer:
         targets = unet_lora_layers(cfg, family.default_lora_targets)
         # --lora-layers: every name must match a module
         matched = match_lora_layers(parts.denoiser, targets, what=family.denoiser_label)
-        if cfg.export_format == "kohya" and hasattr(family, "check_kohya_paths"):
+        if cfg.export_format == "kohya":
             family.check_kohya_paths(sorted({p for paths in matched.values() for p in paths}))
         classes = []
         if cfg.with_prior_preservation:

@@ -44,7 +44,7 @@ def ensure_class_images(
     if not missing or existing >= n:
         return 0
     log(f"generating {len(missing)} class images for '{class_prompt}' in {class_dir}")
-    pipe = sdxl_pipeline(parts)
+    pipe = base_pipeline(parts)
     call_kwargs = call_kwargs or {}
     from vlgen.progress import track
 
@@ -66,7 +66,10 @@ def ensure_class_images(
     return len(missing)
 
 
-def sdxl_pipeline(parts: Components, unet=None):
-    """The base family's pipeline over already-loaded components (no second copy of any weights); the name is
-    from when SDXL was the only family. Inference uses the base's own scheduler, not the training one."""
+def base_pipeline(parts: Components, unet=None):
+    """The base family's pipeline over already-loaded components (no second copy of any weights). Inference
+    uses the base's own scheduler, not the training one."""
     return parts.family.pipeline(parts, denoiser=unet)
+
+
+sdxl_pipeline = base_pipeline  # the old name, from when SDXL was the only family

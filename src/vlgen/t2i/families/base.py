@@ -284,6 +284,10 @@ class T2IFamily:
     def kohya_prefix(self, component: str) -> str:
         raise NotImplementedError
 
+    def check_kohya_paths(self, paths: list[str]) -> None:
+        """--export-format kohya: raise ConfigError, before training, for a LoRA module `paths` entry kohya's
+        layout of this family has no key for. UNet families map every module: nothing to check (Flux overrides)."""
+
     def to_kohya(self, peft_sds: dict[str, dict[str, Any]], alphas: dict[str, float]) -> dict[str, Any]:
         """peft state dicts per component -> one kohya-keyed dict (with a 0-d `.alpha` per adapted module)."""
         from vlgen.t2i.lora_export import kohya_plain
