@@ -155,7 +155,7 @@ LORA_HELP = {
     "dino_model": "DINO for --validation-metrics (default facebook/dino-vits16).",
     "train_text_encoder": "also train LoRAs on the CLIP text encoders (SDXL both, SD 1.5 its one, Flux CLIP only).",
     "mixed_precision": "no, fp16 or bf16 (CUDA).",
-    "quantize_base": "load the frozen UNet/transformer quantised to save memory (QLoRA): nf4 (bitsandbytes, CUDA) "
+    "quantize_base": "load the frozen UNet/transformer quantised to save memory (QLoRA): nf4 (bitsandbytes) "
     "or int8 (torchao); pip install 'vlgen[quant]' (default: not quantised).",
     "seed": "seed for LoRA init, crops, noise and timesteps.",
     "cache_latents": "encode every image with the VAE once, before training.",

@@ -117,7 +117,7 @@ class LoraTrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     # The frozen denoiser loaded quantised, the LoRA trained on top in fp32 (QLoRA, Dettmers et al. 2023, as
     # diffusers' flux_lora_quantization recipe): "nf4" bitsandbytes 4-bit NormalFloat computing in the training
-    # dtype (CUDA), "int8" torchao int8 weight-only (CPU too). `pip install 'vlgen[quant]'`. The LoRA file is the
+    # dtype, "int8" torchao int8 weight-only (both on CPU too). `pip install 'vlgen[quant]'`. The LoRA file is the
     # same as without it and loads into the unquantised base.
     quantize_base: Literal["nf4", "int8"] | None = None
     seed: int = 0
