@@ -105,9 +105,9 @@ def tiny_sd_unet(**layout: Any) -> UNet2DConditionModel:
     )
 
 
-def tiny_sd_vae(scaling_factor: float, **family: Any) -> AutoencoderKL:
-    """4 levels (3 downsamplings): the real `vae_scale_factor` of 8, at 16-32 channels, 4 latent channels.
-    `family`: what else the family's VAE sets (SDXL: force_upcast)."""
+def tiny_vae(scaling_factor: float, latent_channels: int = 4, sample_size: int = 64, **family: Any) -> AutoencoderKL:
+    """4 levels (3 downsamplings): the real `vae_scale_factor` of 8, at 16-32 channels; 4 latent channels (SD 1.5,
+    SDXL) or 16 (Flux). `family`: what else the family's VAE sets (SDXL: force_upcast; Flux: shift, no quant convs)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -118,8 +118,8 @@ def tiny_sd_vae(scaling_factor: float, **family: Any) -> AutoencoderKL:
         block_out_channels=(16, 16, 32, 32),
         layers_per_block=1,
         norm_num_groups=8,
-        latent_channels=4,
-        sample_size=64,
+        latent_channels=latent_channels,
+        sample_size=sample_size,
         scaling_factor=scaling_factor,
         **family,
     )

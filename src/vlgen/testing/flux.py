@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlgen.testing._common import component_seed, seeded, write_model_dir
+from vlgen.testing._common import component_seed, seeded, tiny_vae, write_model_dir
 from vlgen.testing.clip import clip_text_kwargs, clip_tokenizer
 
 if TYPE_CHECKING:
@@ -119,23 +119,10 @@ def tiny_flux_transformer(guidance_embeds: bool = True) -> FluxTransformer2DMode
 
 def tiny_flux_vae() -> AutoencoderKL:
     """4 levels (3 downsamplings): the real `vae_scale_factor` of 8; 16 latent channels without the 1x1 quant convs."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 32, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=TINY_LATENT_CHANNELS,
-        sample_size=TINY_SIZE,
-        scaling_factor=FLUX_SCALING_FACTOR,
-        shift_factor=FLUX_SHIFT_FACTOR,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    return tiny_vae(
+        FLUX_SCALING_FACTOR, latent_channels=TINY_LATENT_CHANNELS, sample_size=TINY_SIZE,
+        shift_factor=FLUX_SHIFT_FACTOR, use_quant_conv=False, use_post_quant_conv=False,
+    )  # fmt: skip
 
 
 def flux_scheduler(schnell: bool = False) -> FlowMatchEulerDiscreteScheduler:

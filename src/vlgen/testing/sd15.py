@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlgen.testing._common import component_seed, seeded, tiny_sd_unet, tiny_sd_vae, write_model_dir
+from vlgen.testing._common import component_seed, seeded, tiny_sd_unet, tiny_vae, write_model_dir
 from vlgen.testing.clip import clip_text_kwargs, clip_tokenizer
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def tiny_sd15_unet() -> UNet2DConditionModel:
 
 
 def tiny_sd15_vae() -> AutoencoderKL:
-    return tiny_sd_vae(scaling_factor=SD15_SCALING_FACTOR)
+    return tiny_vae(scaling_factor=SD15_SCALING_FACTOR)
 
 
 def sd15_scheduler() -> PNDMScheduler:

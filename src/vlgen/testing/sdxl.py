@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlgen.errors import DataError
 from vlgen.fileio import write_json
-from vlgen.testing._common import component_seed, seeded, tiny_sd_unet, tiny_sd_vae, write_model_dir
+from vlgen.testing._common import component_seed, seeded, tiny_sd_unet, tiny_vae, write_model_dir
 from vlgen.testing.clip import clip_text_kwargs, clip_tokenizer
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def tiny_sdxl_unet() -> UNet2DConditionModel:
 def tiny_sdxl_vae(force_upcast: bool = True) -> AutoencoderKL:
     """sdxl-base's VAE or, with force_upcast=False, sdxl-vae-fp16-fix's."""
     # sdxl-base: True (its fp16 activations overflow); the fp16-fix VAE: False
-    return tiny_sd_vae(scaling_factor=SDXL_SCALING_FACTOR, force_upcast=force_upcast)
+    return tiny_vae(scaling_factor=SDXL_SCALING_FACTOR, force_upcast=force_upcast)
 
 
 def sdxl_scheduler() -> EulerDiscreteScheduler:
