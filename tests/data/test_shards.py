@@ -16,7 +16,7 @@ from PIL import Image
 from vlgen.captioning.batch import caption_images, collect_inputs
 from vlgen.captioning.registry import load_captioner
 from vlgen.cli import main
-from vlgen.data import shards
+from vlgen.data import shards_parquet, shards_sample, shards_tar
 from vlgen.data.shards import expand_braces, find_source, list_samples, load_reference_records, load_sample_image
 from vlgen.errors import DataError, ImageLoadError
 
@@ -116,18 +116,19 @@ def test_header_scan_reads_what_tarfile_reads(tmp_path, fmt):
     with tarfile.open(path) as tf:
         expected = [(m.name, m.offset_data, m.size) for m in tf if m.isfile()]
     with open(path, "rb") as f:
-        assert shards._scan_tar(f, path.stat().st_size) == expected
+        assert shards_tar._scan_tar(f, path.stat().st_size) == expected
     with tarfile.open(path, "a", format=fmt) as tf:
         link = tarfile.TarInfo("z.png")
         link.type, link.linkname = tarfile.SYMTYPE, "a.png"
         tf.addfile(link)
     with open(path, "rb") as f:
-        assert shards._scan_tar(f, path.stat().st_size) is None
-    assert list(shards._tar_entries(path)) == expected
+        assert shards_tar._scan_tar(f, path.stat().st_size) is None
+    assert list(shards_tar._tar_entries(path)) == expected
 
 
 def test_img2dataset_and_hf_parquet_layouts(tmp_path, monkeypatch):
-    monkeypatch.setattr(shards, "BATCH_ROWS", 2)  # several batches and row groups with 5 rows
+    for module in (shards_parquet, shards_sample):  # listing and reading back each batch by BATCH_ROWS
+        monkeypatch.setattr(module, "BATCH_ROWS", 2)  # several batches and row groups with 5 rows
     img2 = write_parquet(
         tmp_path / "i2d" / "00000.parquet",
         {"key": [f"k{i}" for i in range(5)], "jpg": [png(i) for i in range(5)], "txt": [f"t{i}" for i in range(5)]},
