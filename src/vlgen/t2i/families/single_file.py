@@ -19,6 +19,7 @@ from pathlib import Path
 from vlgen.errors import ConfigError
 
 SUFFIXES = (".safetensors",)
+DENOISER_ONLY = {"flux"}  # families whose single files (BFL's flux1-dev/schnell) hold the denoiser alone
 
 
 def is_single_file(ref: str | os.PathLike) -> bool:
@@ -93,7 +94,17 @@ def resolve_single_file(path: str | os.PathLike, config: str | None = None) -> P
         return out
     family, repo = single_file_family(path)
     config_dir = resolve_model(config or repo, what=f"{family.name} configs for the single file", option="--base")
-    pipe = getattr(diffusers, family.pipeline_class).from_single_file(str(path), config=str(config_dir.path))
+    pipeline = getattr(diffusers, family.pipeline_class)
+    if family.name in DENOISER_ONLY:
+        # diffusers' pipeline-level from_single_file refuses such a file: it looks for the text encoders' weights in
+        # `config` under diffusers' file names only (SingleFileComponentError). Its documented way: the denoiser
+        # from the file, every other part from the configs folder
+        denoiser = getattr(diffusers, family.denoiser_class).from_single_file(
+            str(path), config=str(config_dir.path), subfolder=family.denoiser_name
+        )
+        pipe = pipeline.from_pretrained(config_dir.path, **{family.denoiser_name: denoiser})
+    else:
+        pipe = pipeline.from_single_file(str(path), config=str(config_dir.path))
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out) as tmp:
         pipe.save_pretrained(tmp)
